@@ -1,0 +1,144 @@
+"""Typed view of ``params.yaml``: one frozen dataclass per section, unknown keys are errors.
+
+Each stage calls :func:`load` once and passes the section it needs to pure functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from clipbridge import paths
+
+
+class ConfigError(ValueError):
+    """A params file is missing, malformed, or has unknown / mistyped keys."""
+
+
+@dataclass(frozen=True)
+class ProfileModels:
+    generator: str                  # generator registry name (see registry.GENERATORS)
+    encoder: str                    # encoder registry name (see registry.ENCODERS)
+
+
+@dataclass(frozen=True)
+class Models:
+    seed: int = 0                   # seed for any randomly initialized (placeholder) weights
+    mirror: str | None = None       # local directory searched before any download; None = none
+
+
+@dataclass(frozen=True)
+class Dataset:
+    seed: int = 0
+    n_train: int = 2048             # generated (z, image, embedding) triples for training
+    n_val: int = 256
+    n_test: int = 256
+    batch: int = 64                 # generation / encoding batch
+    truncation_psi: float = 1.0     # 1.0 = no truncation
+
+
+@dataclass(frozen=True)
+class Train:
+    seed: int = 0
+    depth: int = 4                  # number of Linear layers (report: 4)
+    width: int = 1024               # hidden width (report: 1024)
+    activation: str = "relu"        # report: ReLU
+    target: str = "z"               # z (report) | w | w+
+    steps: int = 1500
+    batch: int = 64
+    lr: float = 1e-4
+    loss_rgb: float = 1.0           # MSE on [-1, 1] pixels (the report's loss)
+    loss_lpips: float = 0.0         # LPIPS (profile's variant)
+    loss_latent: float = 0.0        # MSE to the known latent of a generated face
+    log_every: int = 25             # curve resolution (steps)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    seed: int = 0
+    batch: int = 64
+    lpips_seed: int = 0             # seed for the random-weight LPIPS of the offline profile
+
+
+@dataclass(frozen=True)
+class Figures:
+    n_grid: int = 8                 # faces in the reconstruction grid
+
+
+@dataclass(frozen=True)
+class Params:
+    profile: str                    # key of `profiles`: 'offline' (default) or 'pretrained'
+    profiles: dict[str, ProfileModels]
+    device: str = "cpu"             # torch device for every stage ('cpu', 'cuda', 'cuda:1', ...)
+    models: Models = field(default_factory=Models)
+    dataset: Dataset = field(default_factory=Dataset)
+    train: Train = field(default_factory=Train)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    figures: Figures = field(default_factory=Figures)
+
+    @property
+    def active(self) -> ProfileModels:
+        """The models of the selected profile."""
+        return self.profiles[self.profile]
+
+
+def _build(cls, raw, where: str, source: Path):
+    """Recursively build dataclass ``cls`` from ``raw``; reject unknown keys and wrong types."""
+    if dataclasses.is_dataclass(cls):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: section '{where}' must be a mapping, got {type(raw).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown} in '{where}'; valid: {sorted(names)}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                kwargs[f.name] = _build(hints[f.name], raw[f.name], f"{where}.{f.name}".lstrip("."), source)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: missing key '{f.name}' in '{where or 'top level'}'")
+        return cls(**kwargs)
+    origin = typing.get_origin(cls)
+    if origin is dict:
+        _, vtype = typing.get_args(cls)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: '{where}' must be a mapping")
+        return {k: _build(vtype, v, f"{where}.{k}", source) for k, v in raw.items()}
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(cls)
+        if raw is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _build(inner, raw, where, source)
+    if cls is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if cls in (int, float, str, bool) and (not isinstance(raw, cls) or (cls is int and isinstance(raw, bool))):
+        raise ConfigError(f"{source}: '{where}' must be {cls.__name__}, got {raw!r}")
+    return raw
+
+
+def from_dict(raw: dict, source: Path = paths.PARAMS) -> Params:
+    params = _build(Params, raw, "", source)
+    if params.profile not in params.profiles:
+        raise ConfigError(f"{source}: unknown profile '{params.profile}'; available: {sorted(params.profiles)}")
+    return params
+
+
+def load(path: Path | str = paths.PARAMS) -> Params:
+    """Read and validate the params file (default: ``params.yaml`` in the working directory)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(raw, path)

@@ -1,0 +1,34 @@
+"""Writing numbers and tables for the paper: macro names are letters only, values escaped."""
+
+from __future__ import annotations
+
+import re
+
+_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def escape(text: str) -> str:
+    return "".join(_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def macro_name(*parts: str) -> str:
+    """``('psnr', 'mean_latent')`` -> ``PsnrMeanLatent``; digits are spelled out (TeX names are letters)."""
+    digits = "Zero One Two Three Four Five Six Seven Eight Nine".split()
+    words = []
+    for part in parts:
+        for word in re.split(r"[^A-Za-z0-9]+", str(part)):
+            word = "".join(digits[int(c)] if c.isdigit() else c for c in word)
+            if word:
+                words.append(word[0].upper() + word[1:])
+    name = "".join(words)
+    assert name.isalpha(), name
+    return name
+
+
+def macro(name: str, value: str) -> str:
+    return f"\\newcommand{{\\{name}}}{{{value}}}\n"
+
+
+def fmt(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}"

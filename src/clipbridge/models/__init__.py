@@ -1,0 +1,1 @@
+"""Model definitions and wrappers (generators, encoders, the bridge, attribute models)."""

@@ -1,0 +1,18 @@
+"""Repository-relative paths. The only module-level constants of the package.
+
+Every path is relative to the repository root, which is the current working directory when
+DVC runs a stage (``dvc repro`` runs commands from the directory holding ``dvc.yaml``).
+"""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DATA = Path("data")
+MODELS = DATA / "models"          # DVC-cached materialized weights of the active profile
+DATASET = DATA / "dataset"        # DVC-cached latents, images, embeddings
+FACES = DATA / "faces"            # committed real public-domain photos (qualitative results)
+RESULTS = Path("results")         # committed metrics, curves, figures
+FIGURES = RESULTS / "figures"
+CHECKPOINTS = Path("checkpoints")  # committed small checkpoints of the model-making stages
+PAPER = Path("paper")
+GENERATED = PAPER / "generated"   # committed TeX written by the pipeline

@@ -1,0 +1,84 @@
+"""Training the bridge on (embedding, image, latent) triples of generated faces.
+
+Loss = ``loss_rgb`` * MSE(G(bridge(emb)), image) (the report's RGB loss)
+     + ``loss_lpips`` * LPIPS(G(bridge(emb)), image)
+     + ``loss_latent`` * MSE(bridge(emb), latent) in the bridge's normalized space.
+Gradients flow through the frozen generator into the bridge only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from clipbridge import config
+from clipbridge.io import from_uint8
+from clipbridge.metrics import LPIPS
+from clipbridge.models.bridge import Bridge, to_ws
+
+
+def target_latents(G, data: dict, target: str) -> torch.Tensor:
+    """The known latent of each generated face in the bridge's target space ``[N, num_out, dim]``."""
+    if target == "z":
+        return data["z"][:, None, :]
+    if target == "w":
+        return data["ws"][:, :1, :]
+    return data["ws"]
+
+
+def build_bridge(G, emb_dim: int, cfg: config.Train, train_latents: torch.Tensor) -> Bridge:
+    """A bridge whose normalized space is centred on the target space's mean, scaled by its std."""
+    flat = train_latents.reshape(-1, train_latents.shape[-1])
+    mean = torch.zeros(flat.shape[1]) if cfg.target == "z" else G.w_avg.detach().cpu()
+    std = torch.ones(flat.shape[1]) if cfg.target == "z" else flat.std(0).clamp_min(1e-3)
+    return Bridge(emb_dim, flat.shape[1], cfg.depth, cfg.width, cfg.activation, cfg.target,
+                  num_ws=G.num_ws, latent_mean=mean, latent_std=std)
+
+
+def batch_loss(G, bridge: Bridge, emb, images, latents, cfg: config.Train, lpips: LPIPS | None) -> dict:
+    """Weighted loss terms for one batch; ``images`` float in [-1, 1]."""
+    pred = bridge(emb)
+    out = G.synthesis(to_ws(G, pred, cfg.target), noise_mode="const")
+    terms = {"rgb": (out - images).pow(2).mean()}
+    if lpips is not None:
+        terms["lpips"] = lpips(out, images).mean()
+    if cfg.loss_latent > 0:
+        terms["latent"] = ((pred - latents) / bridge.latent_std).pow(2).mean()
+    weights = {"rgb": cfg.loss_rgb, "lpips": cfg.loss_lpips, "latent": cfg.loss_latent}
+    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
+def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, lpips_seed: int,
+          random_lpips: bool) -> tuple[Bridge, list[dict]]:
+    """Train a bridge; return it and its curve rows (step, train losses, val RGB MSE, seconds)."""
+    torch.manual_seed(cfg.seed)
+    lat_train = target_latents(G, train_data, cfg.target)
+    bridge = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train).to(device)
+    lpips = LPIPS(random_lpips, lpips_seed).to(device) if cfg.loss_lpips > 0 else None
+    opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = train_data["emb"].shape[0]
+    curve, t0 = [], time.perf_counter()
+    val_emb = val_data["emb"].to(device)
+    val_img = from_uint8(val_data["images"]).to(device)
+    running: dict[str, float] = {}
+    for step in tqdm(range(1, cfg.steps + 1), desc="train bridge", unit="step"):
+        idx = torch.randint(n, (min(cfg.batch, n),), generator=gen)
+        terms = batch_loss(G, bridge, train_data["emb"][idx].to(device), from_uint8(train_data["images"][idx]).to(device),
+                           lat_train[idx].to(device), cfg, lpips)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        for k, v in terms.items():
+            running[k] = running.get(k, 0.0) + float(v)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            k = step % cfg.log_every or cfg.log_every
+            with torch.no_grad():
+                val = (G.synthesis(to_ws(G, bridge(val_emb), cfg.target), noise_mode="const") - val_img).pow(2).mean()
+            curve.append({"step": step, **{f"train_{key}": v / k for key, v in running.items()},
+                          "val_rgb": float(val), "seconds": round(time.perf_counter() - t0, 3)})
+            running = {}
+    return bridge.eval(), curve

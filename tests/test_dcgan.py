@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from clipbridge import registry
+from clipbridge.models.dcgan import BN_LAYERS, DCGANGenerator, from_package
+
+
+@pytest.fixture(scope="module")
+def G():
+    return from_package()[0]
+
+
+def test_interface_and_range(G):
+    assert (G.z_dim, G.w_dim, G.num_ws, G.img_resolution) == (100, 100, 1, 64)
+    assert torch.equal(G.w_avg, torch.zeros(100))
+    z = torch.randn(4, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = G.mapping(z)
+        img = G.synthesis(ws)
+    assert ws.shape == (4, 1, 100) and img.shape == (4, 3, 64, 64)
+    assert img.min() >= -1 and img.max() <= 1
+    assert img.std() > 0.2  # a real face image, not a constant
+
+
+def test_deterministic_and_batch_independent(G):
+    z = torch.randn(4, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b, single = G(z), G(z), G(z[:1])
+    assert torch.equal(a, b)
+    assert torch.allclose(a[:1], single, atol=1e-5)  # eval-mode BatchNorm: no batch statistics
+
+
+def test_truncation_zero_gives_mean_face(G):
+    z = torch.randn(3, 100)
+    with torch.no_grad():
+        img = G(z, truncation_psi=0.0)
+    assert torch.allclose(img[0], img[1]) and torch.allclose(img[0], img[2])
+
+
+def test_unit_channel_scales_change_nothing_and_others_do(G):
+    z = torch.randn(2, 100, generator=torch.Generator().manual_seed(2))
+    ws = G.mapping(z)
+    chans = {4: 512, 8: 256, 16: 128, 32: 64}
+    with torch.no_grad():
+        base = G.synthesis(ws)
+        ones = G.synthesis(ws, channel_scales={r: torch.ones(2, c) for r, c in chans.items()})
+        moved = G.synthesis(ws, channel_scales={32: torch.full((2, 64), 1.5)})
+    assert set(BN_LAYERS) == set(chans)
+    assert torch.equal(base, ones)
+    assert (moved - base).abs().mean() > 1e-3
+
+
+def test_materialized_file_round_trip(tmp_path, G):
+    path = tmp_path / "g.pt"
+    meta = registry.materialize_generator("dcgan64", path)
+    assert meta["num_ws"] == 1 and len(meta["source_sha256"]) == 64
+    G2 = registry.load_generator(path)
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, G2.state_dict()[k]), k
+
+
+def test_unknown_generator_lists_names():
+    with pytest.raises(KeyError, match="available"):
+        registry.generator_entry("stylegan9")
+
+
+def test_bad_model_files(tmp_path):
+    html = tmp_path / "g.pt"
+    html.write_text("<html>login</html>")
+    with pytest.raises(registry.ModelFileError, match=f"{html}: not a readable model file"):
+        registry.load_generator(html)
+    other = tmp_path / "o.pt"
+    torch.save({"kind": "bridge", "state_dict": {}}, other)
+    with pytest.raises(registry.ModelFileError, match="not a clipbridge model file"):
+        registry.load_generator(other)
+    wrong = tmp_path / "w.pt"
+    torch.save({"kind": "dcgan", "state_dict": DCGANGenerator(ngf=8).state_dict(), "init_kwargs": {}}, wrong)
+    with pytest.raises(registry.ModelFileError, match="do not match"):
+        registry.load_generator(wrong)
