@@ -14,12 +14,13 @@ BatchNorm output at that resolution by a per-channel scale, a style in the Style
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from clipbridge.io import sha256_of
 
 #: Layer indices of ``main`` whose BatchNorm output has the given spatial resolution.
 BN_LAYERS = {4: 1, 8: 4, 16: 7, 32: 10}
@@ -34,14 +35,6 @@ def package_weights() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: DCGAN weights missing from the installed package")
     return path
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DCGANGenerator(nn.Module):
@@ -108,4 +101,4 @@ def from_package() -> tuple[DCGANGenerator, str]:
     sd = dict(state["netG_state_dict"])
     sd["w_avg"] = G.w_avg
     G.load_state_dict(sd, strict=True)
-    return G, sha256(path)
+    return G, sha256_of(path)

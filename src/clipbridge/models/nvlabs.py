@@ -21,17 +21,16 @@ Also: :data:`REGISTRY` of the official StyleGAN2 FFHQ pickles and :func:`resolve
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import os
 import pickle
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clipbridge.io import atomic_path, sha256_of
 from clipbridge.models.stylegan2 import CheckpointError, Generator, copy_state_strict
 
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files"
@@ -149,15 +148,6 @@ class _SafeUnpickler(pickle.Unpickler):
 
 # --------------------------------------------------------------------------------------------
 # Reading a pickle
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sniff(path: Path) -> None:
@@ -322,20 +312,15 @@ def resolve_weights(name: str, mirror_dir: str | os.PathLike | None = None,
     if dest is None:
         raise FileNotFoundError(f"{name}: {tried} and no download dest given (url {entry['url']})")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry["url"], timeout=timeout) as response:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
+                urllib.request.urlopen(entry["url"], timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
-        _check_hash(Path(tmp), entry["sha256"], shown=dest)
-        os.replace(tmp, dest)
+            out.flush()
+            _check_hash(tmp, entry["sha256"], shown=dest)
     except OSError as e:
-        os.unlink(tmp)
         raise FileNotFoundError(f"{name}: {tried} and download of {entry['url']} to {dest} failed ({e})") from e
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return dest
 
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from clipbridge.io import atomic_path
 
 # name -> (function, default gain); NVlabs bias_act semantics (lrelu slope 0.2).
 _ACTIVATIONS = {
@@ -665,15 +666,8 @@ def save_checkpoint(path: str | os.PathLike, G: Generator, **extra) -> None:
     path = Path(path)
     payload = {"state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
                "init_kwargs": copy.deepcopy(G.init_kwargs), **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Generator, dict]:
