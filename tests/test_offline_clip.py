@@ -1,0 +1,201 @@
+"""The offline CLIP: pretrained locked text tower, trained image tower, checkpoints, training."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipbridge import offline_clip as oc
+from clipbridge.captions import ATTRIBUTES, caption
+
+TINY = oc.OfflineClipConfig(embed_dim=32, image_size=32, patch_size=8, width=64, layers=2,
+                            heads=2, slip_dim=16)
+COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0),
+           "yellow": (1.0, 1.0, -1.0)}
+FAST = dict(batch=16, lr=2e-3, warmup=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return oc.build_model(TINY)
+
+
+def coloured_faces(n: int, seed: int = 0):
+    """n 32x32 images: a background colour from COLOURS around a grey face-sized block,
+    with attribute dicts knowing only the background and two captions each."""
+    g = torch.Generator().manual_seed(seed)
+    names = [list(COLOURS)[i % len(COLOURS)] for i in range(n)]
+    bg = torch.tensor([COLOURS[c] for c in names]).view(n, 3, 1, 1)
+    x = (0.8 * bg + 0.1 * torch.randn(n, 3, 32, 32, generator=g)).clamp(-1, 1)
+    x[:, :, 8:24, 10:22] = 0.2 * torch.randn(n, 3, 1, 1, generator=g)
+    attrs = [{**dict.fromkeys(ATTRIBUTES), "background": c} for c in names]
+    rng = random.Random(seed)
+    return x, attrs, [[caption(a, rng) for _ in range(2)] for a in attrs]
+
+
+def test_minilm_dir_and_config_checks():
+    assert (oc.minilm_dir() / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="divisible"):
+        oc.OfflineClipConfig(width=100, heads=3)
+
+
+def test_embeddings_shapes_norms_and_gradients(model):
+    x = torch.rand(3, 3, 48, 40, requires_grad=True) * 2 - 1
+    x.retain_grad()
+    img = oc.encode_images(model, x)
+    assert img.shape == (3, TINY.embed_dim) and img.dtype == torch.float32
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
+    img.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0      # preprocessing is differentiable
+    txt = oc.encode_texts(model, ["a photo of a woman.", "a man looking left."])
+    assert txt.shape == (2, TINY.embed_dim)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        oc.encode_images(model, torch.zeros(3, 32, 32))
+
+
+def test_cached_text_path_equals_open_clip_forward(model):
+    texts = ["a photo of a lady in her thirties with fair hair, looking left.", "someone."]
+    with torch.no_grad():
+        reference = F.normalize(model.encode_text(oc.tokenizer()(texts)), dim=-1)
+    assert torch.allclose(oc.encode_texts(model, texts), reference, atol=1e-5)
+    with pytest.raises(ValueError, match="longer than"):
+        oc.pooled_text(model, ["very " * 80 + "long"])
+
+
+def test_text_tower_is_the_pretrained_sentence_model(model):
+    a, b, c = oc.pooled_text(model, ["a smiling woman", "a woman who is smiling",
+                                     "a man with black hair"])
+    assert F.cosine_similarity(a, b, dim=0) > F.cosine_similarity(a, c, dim=0) + 0.2
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(oc.trained_state_dict(model))
+    assert all(n.startswith(("visual.", "text.proj.", "logit_scale")) for n in trainable)
+
+
+def test_training_moves_image_tower_and_projection_only():
+    x, _, caps = coloured_faces(16)
+    init = oc.train(x, caps, TINY, steps=0, **FAST)
+    trained = oc.train(x, caps, TINY, steps=2, slip_weight=0.5, **FAST)
+    before, after = init.state_dict(), trained.state_dict()
+    for name, value in before.items():
+        changed = not torch.equal(value, after[name])
+        assert changed != name.startswith("text.transformer."), name
+    pretrained = oc.build_model(TINY).state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in pretrained.items()
+               if k.startswith("text.transformer."))
+
+
+def test_checkpoint_round_trip_is_exact_and_small(model, tmp_path):
+    path = oc.save_checkpoint(model, TINY, tmp_path / "clip.pt", step=7, meta={"note": "x"})
+    ckpt = torch.load(path, weights_only=True)
+    assert not any(k.startswith("text.transformer.") for k in ckpt["state_dict"])
+    assert path.stat().st_size < 1_000_000 and ckpt["dtype"] == "float32"
+    loaded, info = oc.load_checkpoint(path)
+    assert info["step"] == 7 and info["config"] == TINY and info["meta"] == {"note": "x"}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(oc.encode_images(model, x), oc.encode_images(loaded, x))
+    half = oc.save_checkpoint(model, TINY, tmp_path / "half.pt", step=7, max_mb=0.01)
+    assert torch.load(half, weights_only=True)["dtype"] == "float16"
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded_half, _ = oc.load_checkpoint(half)
+    assert torch.allclose(oc.encode_images(loaded_half, x), oc.encode_images(model, x),
+                          atol=1e-2)
+    assert not list(tmp_path.glob(".*tmp*"))               # atomic write left no temp file
+
+
+def test_bad_checkpoints_give_one_line_errors(model, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    good = oc.save_checkpoint(model, TINY, tmp_path / "good.pt", step=1)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"weights": torch.zeros(1)}, wrong)
+    ckpt = torch.load(good, weights_only=True)
+    del ckpt["state_dict"]["visual.proj"]
+    missing_key = tmp_path / "missing_key.pt"
+    torch.save(ckpt, missing_key)
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["init_kwargs"]["depth"] = 3
+    bad_config = tmp_path / "bad_config.pt"
+    torch.save(ckpt, bad_config)
+    cases = {garbage: "not a readable torch checkpoint", truncated: "not a readable",
+             wrong: "wrong file type", missing_key: "missing ['visual.proj']",
+             bad_config: "unknown config keys ['depth']", tmp_path / "absent.pt": "no such file"}
+    for path, problem in cases.items():
+        with pytest.raises(oc.CheckpointError) as err:
+            oc.load_checkpoint(path)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(str(path)), message
+        assert problem in message, message
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    x, _, caps = coloured_faces(16)
+    args = dict(steps=4, slip_weight=0.5, schedule="cosine", seed=3, **FAST)
+    whole = oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "a.pt",
+                     curve_csv=tmp_path / "a.csv", log_every=1)
+    oc.train(x, caps, TINY, **args, until=2, ckpt_path=tmp_path / "b.pt",
+             curve_csv=tmp_path / "b.csv", log_every=1)
+    assert oc.load_checkpoint(tmp_path / "b.pt")[1]["step"] == 2
+    resumed = oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "b.pt",
+                       curve_csv=tmp_path / "b.csv", log_every=1)
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+    def losses(path):
+        return [line.split(",")[:5] for line in path.read_text().splitlines()]
+
+    assert losses(tmp_path / "a.csv") == losses(tmp_path / "b.csv")
+    assert len(losses(tmp_path / "a.csv")) == 5
+    with pytest.raises(oc.CheckpointError, match=r"other \['lr'\]"):
+        oc.train(x, caps, TINY, **{**args, "lr": 1e-3}, ckpt_path=tmp_path / "b.pt")
+
+
+def test_training_teaches_zero_shot_background_colour():
+    x, attrs, caps = coloured_faces(64)
+    model = oc.train(x, caps, TINY, steps=12, batch=32, lr=2e-3, warmup=0, schedule="constant",
+                     progress=False)
+    metrics = oc.evaluate(model, x, attrs, [c[0] for c in caps])
+    # 11 background colours (chance 0.09), 4 present (majority 0.25)
+    assert metrics["zs_background_majority"] == 0.25
+    assert metrics["zs_background_train"] >= 0.9
+    assert metrics["zs_background_paraphrase"] >= 0.6          # held-out wording
+    assert metrics["zs_hair_color_n"] == 0 and "zs_hair_color_train" not in metrics
+    assert 0 <= metrics["i2t_r1"] <= metrics["i2t_r5"] <= 1
+
+
+def test_augment_slip_loss_and_schedule():
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    aug = oc.Augment(flip=True)
+    a = oc.augment(x, torch.Generator().manual_seed(0), aug)
+    b = oc.augment(x, torch.Generator().manual_seed(0), aug)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    assert a.min() >= -1 and a.max() <= 1
+    identity = oc.Augment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=0.0)
+    same = oc.augment(x, torch.Generator().manual_seed(0), identity)
+    assert torch.allclose(same, x, atol=1e-5)
+    z = torch.randn(16, 8)
+    assert oc.nt_xent(z, z + 0.01 * torch.randn(16, 8), 0.1) < oc.nt_xent(z, torch.randn(16, 8),
+                                                                           0.1)
+    lrs = [oc.lr_at(s, 10, 1.0, "cosine", 2) for s in range(10)]
+    assert lrs[:3] == [0.5, 1.0, 1.0] and lrs[-1] < 0.05
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    assert oc.lr_at(9, 10, 1.0, "constant", 2) == 1.0
+    with pytest.raises(ValueError, match="available"):
+        oc.lr_at(0, 10, 1.0, "step", 0)
+
+
+def test_ridge_r2():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(400, 16, generator=g)
+    y = emb @ torch.randn(16, 5, generator=g) + 0.05 * torch.randn(400, 5, generator=g)
+    assert oc.ridge_r2(emb[:300], y[:300], emb[300:], y[300:], alpha=1e-3) > 0.99
+    noise = torch.randn(400, 5, generator=g)
+    assert abs(oc.ridge_r2(emb[:300], noise[:300], emb[300:], noise[300:], alpha=1.0)) < 0.15
+    assert oc.ridge_r2(emb[:300].numpy(), y[:300, 0].numpy(), emb[300:].numpy(),
+                       y[300:, 0].numpy()) > 0.95
