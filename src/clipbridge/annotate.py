@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clipbridge.captions import ATTRIBUTES
 from clipbridge.models.attributes import AttributeModel, Landmarks, detect
 
 # --- measurement geometry -------------------------------------------------------------------
@@ -64,20 +65,11 @@ HAIR_RED_SATURATION = 0.45   # ... with saturation above this
 HUE_NAMES = ((15, "red"), (40, "orange"), (70, "yellow"), (170, "green"), (260, "blue"),
              (290, "purple"), (345, "pink"), (360, "red"))  # upper hue bound (degrees), name
 
-VOCABULARY: dict[str, tuple[str, ...]] = {
-    "pose": ("looking left", "looking right", "facing the camera"),
-    "tilt": ("looking up", "looking down"),
-    "mouth": ("open", "closed"),
-    "skin_tone": ("light", "medium", "dark"),
-    "hair_color": ("black", "brown", "blond", "red", "grey"),
-    "background": ("white", "grey", "black", "red", "orange", "yellow", "green", "blue", "purple",
-                   "pink", "brown"),
-    "lighting": ("dark", "dim", "bright"),
-    "age_bracket": tuple(name for _, name in AGE_BRACKETS),
-    "gender": ("woman", "man"),
-}
-"""Every value :func:`categorical` may return per key (besides None = unknown; for 'tilt' None
-also means level). Directions are the viewer's: 'looking right' = toward the image's right."""
+# Every value :func:`categorical` may return per key (besides None = unknown; for 'tilt' None
+# also means level). Directions are the viewer's: 'looking right' = toward the image's right.
+# Defined once, in captions.py, which writes captions from these words.
+VOCABULARY = ATTRIBUTES
+assert VOCABULARY["age_bracket"] == tuple(name for _, name in AGE_BRACKETS)
 
 RGB = tuple[float, float, float]
 NAN_RGB: RGB = (math.nan, math.nan, math.nan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import random
@@ -43,6 +44,18 @@ def atomic_path(path: Path | str):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_torch(obj, path: Path | str) -> None:
+    """``torch.save`` atomically, with the same bytes for the same content.
+
+    Serializing through memory gives the archive a fixed inner name (a file's archive is named
+    after the file, and a temp file's name is random), so unchanged outputs keep their DVC hash.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def write_text(path: Path | str, text: str) -> None:

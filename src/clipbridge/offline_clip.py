@@ -46,6 +46,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from clipbridge.captions import ATTRIBUTES, zero_shot_prompts
+from clipbridge.io import save_torch, sha256_of
+from clipbridge.models.clip import preprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # the text model is local; never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -122,11 +124,7 @@ def minilm_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def text_weights_sha256() -> str:
     """sha256 of the installed MiniLM ``model.safetensors`` (checkpoints record it)."""
-    digest = hashlib.sha256()
-    with open(minilm_dir() / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(minilm_dir() / "model.safetensors")
 
 
 @functools.lru_cache(maxsize=1)
@@ -225,24 +223,12 @@ def encode_texts(model: CustomTextCLIP, texts: Sequence[str]) -> Tensor:
 
 
 def preprocess_images(model: CustomTextCLIP, x: Tensor) -> Tensor:
-    """Differentiable CLIP preprocessing.
+    """Differentiable CLIP preprocessing (bilinear, antialiased), see :func:`clipbridge.models.clip.preprocess`.
 
-    x: [N, 3, H, W] float in [-1, 1], any H, W.
-    Returns [N, 3, S, S] (S = the model's image size): bilinear antialiased resize, then
-    normalized with the model's mean and std.
+    x: [N, 3, H, W] float in [-1, 1], any H, W -> [N, 3, S, S], S = the model's image size.
     """
-    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-        raise ValueError(f"images must be float [N, 3, H, W] in [-1, 1], got {tuple(x.shape)} "
-                         f"{x.dtype}")
     cfg = model.visual.preprocess_cfg
-    size = cfg["size"]
-    x = (x + 1) / 2
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    mean = torch.tensor(cfg["mean"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return preprocess(x, cfg["size"], cfg["mean"], cfg["std"], interpolation="bilinear")
 
 
 def image_features(model: CustomTextCLIP, x: Tensor) -> Tensor:
@@ -360,10 +346,7 @@ def lr_at(step: int, steps: int, lr: float, schedule: str, warmup: int) -> float
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_torch(obj, path)
 
 
 def save_checkpoint(model: CustomTextCLIP, cfg: OfflineClipConfig, path: str | Path, step: int,

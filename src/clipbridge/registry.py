@@ -9,11 +9,13 @@ ever runs code. A name that is not registered is an error listing the valid name
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import shutil
 from pathlib import Path
 
 import torch
 
-from clipbridge.io import atomic_path
+from clipbridge.io import atomic_path, save_torch, sha256_of
+from clipbridge.models.nvlabs import REGISTRY as NVLABS
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,13 @@ class GeneratorEntry:
     source: str               # where the weights come from, as stated in the paper
     stand_in: bool            # True when not the paper's FFHQ StyleGAN2 (labelled in every output)
     description: str
+    checkpoint: str | None = None  # our own checkpoint file (stylegan2 kind); None = not from a checkpoint
 
 
 @dataclass(frozen=True)
 class EncoderEntry:
-    arch: str                 # open_clip architecture name
-    pretrained: str | None    # open_clip pretrained tag; None = randomly initialized from params seed
+    arch: str                 # open_clip architecture name, or 'offline' for the CLIP trained here
+    pretrained: str | None    # open_clip pretrained tag, or the offline checkpoint path; None = random init
     placeholder: bool         # True = carries no learned information (labelled in every output)
     label: str                # name used in tables and figures
 
@@ -40,6 +43,17 @@ GENERATORS: dict[str, GeneratorEntry] = {
         source="gan-face-generate 1.1.1 (pretrained DCGAN, DigiFace-1M)",
         description="pretrained DCGAN face generator, z in R^100, no style space",
     ),
+    "sg2-64": GeneratorEntry(
+        kind="stylegan2", resolution=64, num_ws=10, stand_in=True,
+        source="our StyleGAN2 distilled from dcgan64 by the distill stage",
+        description="StyleGAN2 64x64 student of the DCGAN, z in R^100, W+ with 10 style vectors",
+        checkpoint="checkpoints/sg2-64.pt",
+    ),
+    **{name: GeneratorEntry(
+        kind="stylegan2", resolution=e["resolution"], num_ws=e["num_ws"], stand_in=False,
+        source=f"NVlabs StyleGAN2 FFHQ {e['resolution']}x{e['resolution']} ({e['url']})",
+        description=f"NVlabs StyleGAN2 trained on FFHQ, {e['num_ws']} style vectors",
+    ) for name, e in NVLABS.items()},
 }
 
 ENCODERS: dict[str, EncoderEntry] = {
@@ -47,6 +61,8 @@ ENCODERS: dict[str, EncoderEntry] = {
                                 label="random-init CLIP (placeholder)"),
     "rn50-openai": EncoderEntry(arch="RN50", pretrained="openai", placeholder=False,
                                 label="OpenAI CLIP RN50"),
+    "clip-offline": EncoderEntry(arch="offline", pretrained="checkpoints/clip-offline.pt", placeholder=False,
+                                 label="offline CLIP (ViT, 64 px, trained here)"),
 }
 
 
@@ -68,12 +84,6 @@ def encoder_entry(name: str) -> EncoderEntry:
     return _lookup(ENCODERS, name, "encoder")
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename: no partial file on failure."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def read_model_file(path: Path, kinds: tuple[str, ...]) -> dict:
     """Load one of our model files safely and check its kind."""
     path = Path(path)
@@ -90,26 +100,54 @@ def read_model_file(path: Path, kinds: tuple[str, ...]) -> dict:
 
 # ----------------------------------------------------------------------------- generators
 
-def materialize_generator(name: str, out: Path, mirror: str | None = None) -> dict:
-    """Write generator ``name`` to ``out`` in our format; return its provenance record."""
+def build_generator(name: str, mirror: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Generator ``name`` from its source, in eval mode, and its provenance record.
+
+    ``dcgan64``: the installed package's weights. ``sg2-64``: the committed distilled checkpoint.
+    NVlabs names: the pickle from ``mirror`` if there, else downloaded into ``data/downloads/``.
+    """
     entry = generator_entry(name)
     if entry.kind == "dcgan":
         from clipbridge.models.dcgan import from_package
 
         G, digest = from_package()
-        meta = {"name": name, "source_sha256": digest, **asdict(entry)}
-    else:  # pragma: no cover - other kinds are registered by later stages
-        raise KeyError(f"generator '{name}' of kind '{entry.kind}' cannot be materialized by this version")
-    save_atomic({"kind": entry.kind, "state_dict": G.state_dict(), "init_kwargs": G.init_kwargs, "meta": meta}, out)
+    elif name in NVLABS:
+        from clipbridge.models import nvlabs
+
+        path = nvlabs.resolve_weights(name, mirror, dest=Path("data/downloads") / f"{name}.pkl")
+        G, digest = nvlabs.load_nvlabs(path), sha256_of(path)
+    else:
+        from clipbridge.models.stylegan2 import CheckpointError, load_checkpoint
+
+        path = Path(entry.checkpoint)
+        try:
+            G, _ = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise ModelFileError(str(exc)) from None
+        digest = sha256_of(path)
+    G.meta = {"name": name, "source_sha256": digest, **asdict(entry)}
+    return G.eval().requires_grad_(False), G.meta
+
+
+def materialize_generator(name: str, out: Path, mirror: str | None = None) -> dict:
+    """Write generator ``name`` to ``out`` in our format; return its provenance record."""
+    G, meta = build_generator(name, mirror)
+    entry = generator_entry(name)
+    save_torch({"kind": entry.kind, "state_dict": G.state_dict(), "init_kwargs": G.init_kwargs, "meta": meta}, out)
     return meta
 
 
 def load_generator(path: Path) -> torch.nn.Module:
     """A generator from one of our model files, in eval mode, gradients off."""
-    obj = read_model_file(path, ("dcgan",))
-    from clipbridge.models.dcgan import DCGANGenerator
-
-    G = DCGANGenerator(**obj["init_kwargs"])
+    obj = read_model_file(path, ("dcgan", "stylegan2"))
+    if obj["kind"] == "dcgan":
+        from clipbridge.models.dcgan import DCGANGenerator as cls
+    else:
+        from clipbridge.models.stylegan2 import Generator as cls
+    try:
+        G = cls(**obj["init_kwargs"])
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: bad constructor arguments ({exc})") from None
     try:
         G.load_state_dict(obj["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -127,10 +165,21 @@ def _open_clip_model(arch: str, pretrained: str | None):
 
 
 def materialize_encoder(name: str, out: Path, seed: int, mirror: str | None = None) -> dict:
-    """Write encoder ``name`` to ``out``. A placeholder keeps only its (random) image tower."""
+    """Write encoder ``name`` to ``out``. A placeholder keeps only its (random) image tower;
+    the offline CLIP is a copy of its committed checkpoint (trained part only)."""
     import open_clip
 
     entry = encoder_entry(name)
+    if entry.arch == "offline":
+        from clipbridge import offline_clip
+
+        src = Path(entry.pretrained)
+        model, info = offline_clip.load_checkpoint(src)  # validates the file before copying it
+        with atomic_path(out) as tmp:
+            shutil.copyfile(src, tmp)
+        return {"name": name, "arch": "ViT (offline CLIP)", "pretrained": str(src), "placeholder": False,
+                "label": entry.label, "image_size": info["config"].image_size, "seed": seed,
+                "embed_dim": info["config"].embed_dim, "step": info["step"], "source_sha256": sha256_of(src)}
     pretrained = entry.pretrained
     if pretrained is not None and mirror:
         local = Path(mirror) / f"{entry.arch}-{pretrained}.pt"
@@ -149,8 +198,18 @@ def materialize_encoder(name: str, out: Path, seed: int, mirror: str | None = No
         "mean": list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)), "std": list(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
         "embed_dim": int(model.text_projection.shape[1] if hasattr(model, "text_projection") else model.visual.output_dim),
     }
-    save_atomic({"kind": "open_clip", "state_dict": sd, "init_kwargs": {"arch": entry.arch}, "meta": meta}, out)
+    save_torch({"kind": "open_clip", "state_dict": sd, "init_kwargs": {"arch": entry.arch}, "meta": meta}, out)
     return meta
+
+
+def _is_offline_clip(path: Path) -> bool:
+    from clipbridge import offline_clip
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - read_model_file reports unreadable files
+        return False
+    return isinstance(obj, dict) and obj.get("format") == offline_clip.CHECKPOINT_FORMAT
 
 
 def load_encoder(path: Path):
@@ -159,6 +218,19 @@ def load_encoder(path: Path):
 
     from clipbridge.models.clip import ClipEncoder
 
+    path = Path(path)
+    if path.is_file() and _is_offline_clip(path):
+        from clipbridge import offline_clip
+
+        try:
+            model, info = offline_clip.load_checkpoint(path)
+        except offline_clip.CheckpointError as exc:
+            raise ModelFileError(str(exc)) from None
+        cfg = info["config"]
+        enc = ClipEncoder(model, cfg.image_size, cfg.image_mean, cfg.image_std, encoder_entry("clip-offline").label,
+                          has_text=True, tokenizer=None, interpolation="bilinear")
+        enc.meta = {"name": "clip-offline", "step": info["step"], "embed_dim": cfg.embed_dim}
+        return enc
     obj = read_model_file(path, ("open_clip",))
     meta = obj["meta"]
     model = _open_clip_model(obj["init_kwargs"]["arch"], None)

@@ -12,16 +12,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def preprocess(x: torch.Tensor, size: int, mean, std, interpolation: str = "bicubic") -> torch.Tensor:
+    """CLIP's image transform as differentiable tensor ops.
+
+    ``x [N, 3, H, W]`` float in [-1, 1], any size -> ``[N, 3, size, size]`` normalized with
+    ``mean``/``std`` (RGB in [0, 1]): centre crop to a square (CLIP's shortest-side resize then
+    centre crop), resize with ``interpolation`` (antialiased when shrinking), normalize.
+    """
+    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        raise ValueError(f"images must be float [N, 3, H, W] in [-1, 1], got {tuple(x.shape)} {x.dtype}")
+    h, w = x.shape[-2:]
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[..., top:top + s, left:left + s]
+    x = (x + 1) / 2
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode=interpolation, align_corners=False,
+                          antialias=x.shape[-1] > size)
+    mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 class ClipEncoder(nn.Module):
     """Frozen CLIP image (and, when meaningful, text) encoder.
 
     ``encode_image(x [N, 3, H, W] in [-1, 1]) -> [N, embed_dim]`` L2-normalized float32.
     """
 
-    def __init__(self, model: nn.Module, image_size: int, mean, std, label: str, has_text: bool, tokenizer=None):
+    def __init__(self, model: nn.Module, image_size: int, mean, std, label: str, has_text: bool,
+                 tokenizer=None, interpolation: str = "bicubic"):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.image_size = image_size
+        self.interpolation = interpolation
         self.label = label                  # human-readable name used in every table and figure
         self.has_text = has_text            # False for a placeholder whose text tower is meaningless
         self.tokenizer = tokenizer
@@ -33,17 +58,7 @@ class ClipEncoder(nn.Module):
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` in [-1, 1] -> the model's normalized ``[N, 3, S, S]`` (differentiable)."""
-        assert x.ndim == 4 and x.shape[1] == 3, f"images must be [N, 3, H, W], got {tuple(x.shape)}"
-        h, w = x.shape[-2:]
-        if h != w:  # centre crop to a square, as CLIP's own transform does after a shortest-side resize
-            s = min(h, w)
-            top, left = (h - s) // 2, (w - s) // 2
-            x = x[..., top:top + s, left:left + s]
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False,
-                              antialias=x.shape[-1] > self.image_size)
-        x = (x + 1) / 2
-        return (x - self.mean) / self.std
+        return preprocess(x, self.image_size, self.mean.flatten(), self.std.flatten(), self.interpolation)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.encode_image(self.preprocess(x)).float(), dim=-1)
@@ -51,5 +66,9 @@ class ClipEncoder(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         if not self.has_text:
             raise ValueError(f"encoder '{self.label}' has no meaningful text tower")
+        if self.tokenizer is None:  # the offline CLIP: cached-pooling text path of offline_clip
+            from clipbridge.offline_clip import encode_texts
+
+            return encode_texts(self.model, texts).float()
         tokens = self.tokenizer(texts).to(self.mean.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)

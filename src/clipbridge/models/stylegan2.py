@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from clipbridge.io import atomic_path
+from clipbridge.io import save_torch
 
 # name -> (function, default gain); NVlabs bias_act semantics (lrelu slope 0.2).
 _ACTIVATIONS = {
@@ -666,8 +666,7 @@ def save_checkpoint(path: str | os.PathLike, G: Generator, **extra) -> None:
     path = Path(path)
     payload = {"state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
                "init_kwargs": copy.deepcopy(G.init_kwargs), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Generator, dict]:

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from clipbridge import config, paths, registry
-from clipbridge.io import from_uint8, to_uint8
+from clipbridge.io import from_uint8, save_torch, to_uint8
 from clipbridge.stages import run
 
 SPLITS = ("train", "val", "test")
@@ -40,7 +40,7 @@ def main(p: config.Params) -> None:
     sizes = {"train": d.n_train, "val": d.n_val, "test": d.n_test}
     for k, split in enumerate(SPLITS):
         data = make_split(G, enc, sizes[split], d.seed * 1000 + k, d.batch, d.truncation_psi, p.device, split)
-        registry.save_atomic(data, paths.DATASET / f"{split}.pt")
+        save_torch(data, paths.DATASET / f"{split}.pt")
 
 
 if __name__ == "__main__":

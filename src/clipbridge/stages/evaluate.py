@@ -13,7 +13,7 @@ import torch
 
 from clipbridge import config, paths, registry
 from clipbridge.evaluate import bridge_method, evaluate_method, mean_latent_method, summarize
-from clipbridge.io import from_uint8, seed_everything, write_csv, write_json
+from clipbridge.io import from_uint8, save_torch, seed_everything, write_csv, write_json
 from clipbridge.metrics import LPIPS
 from clipbridge.stages import run
 from clipbridge.stages.train import BRIDGE, load_split
@@ -47,7 +47,7 @@ def main(p: config.Params) -> None:
         "lpips_variant": lpips.label, "device": device_name(p.device), "methods": summary,
     })
     write_csv(paths.RESULTS / "evaluate" / "per_image.csv", per_image)
-    registry.save_atomic(samples, SAMPLES)
+    save_torch(samples, SAMPLES)
 
 
 if __name__ == "__main__":

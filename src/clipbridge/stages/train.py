@@ -11,7 +11,7 @@ import dataclasses
 import torch
 
 from clipbridge import config, paths, registry
-from clipbridge.io import seed_everything, write_csv
+from clipbridge.io import save_torch, seed_everything, write_csv
 from clipbridge.stages import run
 from clipbridge.train_bridge import train
 
@@ -30,7 +30,7 @@ def main(p: config.Params) -> None:
     G = registry.load_generator(paths.MODELS / "generator.pt").to(p.device)
     bridge, curve = train(G, load_split("train"), load_split("val"), p.train, p.device,
                           p.evaluate.lpips_seed, random_lpips=p.profile == "offline")
-    registry.save_atomic({"kind": "bridge", "state_dict": bridge.cpu().state_dict(), "init_kwargs": bridge.init_kwargs,
+    save_torch({"kind": "bridge", "state_dict": bridge.cpu().state_dict(), "init_kwargs": bridge.init_kwargs,
                           "params": dataclasses.asdict(p.train)}, BRIDGE)
     write_csv(paths.RESULTS / "train" / "curve.csv", curve)
 
