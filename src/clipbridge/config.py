@@ -43,6 +43,35 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class ClipData:
+    seed: int = 0
+    generators: list[str] = field(default_factory=lambda: ["dcgan64"])  # faces come from these, equally
+    n_train: int = 8192             # captioned faces to train the offline CLIP on
+    n_test: int = 1024              # held-out captioned faces for retrieval / zero-shot / probe
+    captions_per_image: int = 4     # distinct captions sampled per face (one is drawn per step)
+    batch: int = 64                 # generation / annotation batch
+
+
+@dataclass(frozen=True)
+class Clip:
+    seed: int = 0
+    embed_dim: int = 256            # joint embedding size
+    patch_size: int = 8             # ViT patch (64 px input)
+    width: int = 256                # ViT width
+    layers: int = 6                 # ViT blocks
+    heads: int = 4                  # ViT heads
+    steps: int = 800
+    batch: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 50
+    schedule: str = "cosine"        # cosine | constant
+    slip_weight: float = 0.5        # SimCLR term between two views of a face (SLIP); 0 = plain CLIP
+    ckpt_seconds: float = 300.0     # checkpoint at least this often (resume after interruption)
+    probe_alpha: float = 1.0        # ridge strength of the latent probe
+
+
+@dataclass(frozen=True)
 class Train:
     seed: int = 0
     depth: int = 4                  # number of Linear layers (report: 4)
@@ -77,6 +106,8 @@ class Params:
     device: str = "cpu"             # torch device for every stage ('cpu', 'cuda', 'cuda:1', ...)
     models: Models = field(default_factory=Models)
     dataset: Dataset = field(default_factory=Dataset)
+    clip_data: ClipData = field(default_factory=ClipData)
+    clip: Clip = field(default_factory=Clip)
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
     figures: Figures = field(default_factory=Figures)
@@ -105,6 +136,11 @@ def _build(cls, raw, where: str, source: Path):
                 raise ConfigError(f"{source}: missing key '{f.name}' in '{where or 'top level'}'")
         return cls(**kwargs)
     origin = typing.get_origin(cls)
+    if origin is list:
+        (itype,) = typing.get_args(cls)
+        if not isinstance(raw, list):
+            raise ConfigError(f"{source}: '{where}' must be a list")
+        return [_build(itype, v, f"{where}[{i}]", source) for i, v in enumerate(raw)]
     if origin is dict:
         _, vtype = typing.get_args(cls)
         if not isinstance(raw, dict):

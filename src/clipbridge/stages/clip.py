@@ -1,0 +1,69 @@
+"""Stage ``clip``: train the offline CLIP on the captioned faces and measure it.
+
+Trains the image tower (and the text projection) of an open_clip ``CustomTextCLIP`` whose text
+tower is the locked, pretrained all-MiniLM-L6-v2 (see offline_clip.py). Outputs:
+``checkpoints/clip-offline.pt`` (committed: trained part only, a few MB), its training curve
+``results/clip/curve.csv`` and ``results/clip/metrics.json``: retrieval recall, zero-shot
+accuracy per attribute (training prompts and held-out paraphrases) and a ridge probe from the
+image embedding to the generator latent, for the trained model and for the same architecture
+left at its random initialization.
+
+Interruption: the resume state ``checkpoints/clip-offline.state.pt`` (git-ignored) is written
+every ``clip.ckpt_seconds``; re-running the stage continues from it and gives the same model as
+an uninterrupted run. It is deleted when training completes, so ``dvc repro --force`` retrains
+from scratch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clipbridge import config, offline_clip, paths
+from clipbridge.io import from_uint8, seed_everything, write_json
+from clipbridge.stages import run
+from clipbridge.stages.clip_data import CLIP_DATA
+
+CHECKPOINT = paths.CHECKPOINTS / "clip-offline.pt"
+
+
+def model_config(c: config.Clip) -> offline_clip.OfflineClipConfig:
+    return offline_clip.OfflineClipConfig(embed_dim=c.embed_dim, patch_size=c.patch_size, width=c.width,
+                                          layers=c.layers, heads=c.heads)
+
+
+def measure(model, train: dict, test: dict, alpha: float) -> dict:
+    """Retrieval / zero-shot on the test faces (first caption each) and the latent ridge probe."""
+    test_images = from_uint8(test["images"])
+    out = offline_clip.evaluate(model, test_images, test["attrs"], [c[0] for c in test["captions"]])
+    with torch.no_grad():
+        e_train = offline_clip.encode_images(model, from_uint8(train["images"][:4096]))
+        e_test = offline_clip.encode_images(model, test_images)
+    out["probe_r2_z"] = offline_clip.ridge_r2(e_train, train["z"][:4096], e_test, test["z"], alpha)
+    out["mean_pairwise_cosine"] = float((e_test @ e_test.T).mean())
+    return out
+
+
+def main(p: config.Params) -> None:
+    c = p.clip
+    seed_everything(c.seed)
+    train = torch.load(CLIP_DATA / "train.pt", map_location="cpu", weights_only=True)
+    test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
+    cfg = model_config(c)
+    model = offline_clip.train(
+        from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
+        weight_decay=c.weight_decay, warmup=c.warmup, schedule=c.schedule, slip_weight=c.slip_weight,
+        ckpt_path=CHECKPOINT, ckpt_seconds=c.ckpt_seconds, resume=True,
+        curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, device=p.device)
+    offline_clip.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
+    model = model.cpu().eval()
+    torch.manual_seed(c.seed)
+    random_init = offline_clip.build_model(cfg)
+    write_json(paths.RESULTS / "clip" / "metrics.json", {
+        "steps": c.steps, "batch": c.batch, "slip_weight": c.slip_weight,
+        "trained": measure(model, train, test, c.probe_alpha),
+        "random_init": measure(random_init, train, test, c.probe_alpha),
+    })
+
+
+if __name__ == "__main__":
+    run(main)
