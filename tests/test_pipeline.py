@@ -49,7 +49,11 @@ def test_metrics_finite_and_in_range(smoke):
     root, _ = smoke
     ev = json.loads((root / "results/evaluate/metrics.json").read_text())
     assert set(ev["methods"]) >= {"mean_latent", "bridge"}
-    assert ev["lpips_variant"] == "LPIPS-rand" and "placeholder" in ev["encoder"]
+    assert ev["lpips_variant"] == "LPIPS-rand" and ev["encoder"].startswith("offline CLIP")
+    clip = json.loads((root / "results/clip/metrics.json").read_text())
+    for model in ("trained", "random_init"):
+        assert 0 <= clip[model]["i2t_r1"] <= clip[model]["i2t_r5"] <= 1
+        assert -1 <= clip[model]["mean_pairwise_cosine"] <= 1
     for method, v in ev["methods"].items():
         assert v["n_images"] == 16
         assert 0 < v["mse"] < 4 and math.isclose(v["psnr"], v["psnr"], rel_tol=0)  # finite
@@ -61,7 +65,7 @@ def test_curve_and_figures_written(smoke):
     root, _ = smoke
     lines = (root / "results/train/curve.csv").read_text().splitlines()
     assert lines[0].startswith("step,") and len(lines) == 1 + 3  # 12 steps logged every 4
-    for fig in ("loss_curve.pdf", "reconstructions.pdf"):
+    for fig in ("loss_curve.pdf", "reconstructions.pdf", "clip_curve.pdf"):
         data = (root / "results/figures" / fig).read_bytes()
         assert data.startswith(b"%PDF") and len(data) > 1000
 

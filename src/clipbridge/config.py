@@ -35,7 +35,7 @@ class Models:
 @dataclass(frozen=True)
 class Dataset:
     seed: int = 0
-    n_train: int = 2048             # generated (z, image, embedding) triples for training
+    n_train: int = 4096             # generated (z, image, embedding) triples for training
     n_val: int = 256
     n_test: int = 256
     batch: int = 64                 # generation / encoding batch
@@ -60,11 +60,11 @@ class Clip:
     width: int = 256                # ViT width
     layers: int = 6                 # ViT blocks
     heads: int = 4                  # ViT heads
-    steps: int = 800
+    steps: int = 300
     batch: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup: int = 50
+    warmup: int = 30
     schedule: str = "cosine"        # cosine | constant
     slip_weight: float = 0.5        # SimCLR term between two views of a face (SLIP); 0 = plain CLIP
     ckpt_seconds: float = 300.0     # checkpoint at least this often (resume after interruption)

@@ -53,6 +53,20 @@ def loss_curve(curve: list[dict], out: Path, title: str) -> None:
     save(fig, out)
 
 
+def clip_curve(curve: list[dict], out: Path, title: str) -> None:
+    """Offline CLIP training: total, contrastive and SLIP losses per step."""
+    fig, ax = plt.subplots(figsize=(3.4, 2.3))
+    steps = [r["step"] for r in curve]
+    for i, (key, label) in enumerate((("loss", "total"), ("clip_loss", "CLIP (contrastive)"), ("slip_loss", "SLIP (SimCLR)"))):
+        if key in curve[0]:
+            ax.plot(steps, [r[key] for r in curve], label=label, color=PALETTE[i])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=8)
+    ax.legend(frameon=False)
+    save(fig, out)
+
+
 def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, title: str) -> None:
     """Rows: input and each method's reconstruction of the same held-out faces (columns)."""
     rows = [k for k in METHOD_LABELS if k in samples] + [k for k in samples if k not in METHOD_LABELS]

@@ -31,14 +31,14 @@ def device_name(device: str) -> str:
 def main(p: config.Params) -> None:
     seed_everything(p.evaluate.seed)
     G = registry.load_generator(paths.MODELS / "generator.pt").to(p.device)
+    encoder = registry.load_encoder(paths.MODELS / "encoder.pt").to(p.device)
     bridge = registry.load_bridge(BRIDGE).to(p.device)
-    test = load_split("test")
-    emb, images = test["emb"].to(p.device), from_uint8(test["images"]).to(p.device)
+    images = from_uint8(load_split("test")["images"]).to(p.device)
     lpips = LPIPS(random_trunk=p.profile == "offline", seed=p.evaluate.lpips_seed).to(p.device)
-    methods = {"mean_latent": mean_latent_method(G), "bridge": bridge_method(G, bridge)}
+    methods = {"mean_latent": mean_latent_method(G), "bridge": bridge_method(G, encoder, bridge)}
     summary, per_image, samples = {}, [], {"input": images[:N_SAMPLES].cpu()}
     for name, method in methods.items():
-        rows, ms, recon = evaluate_method(method, emb, images, lpips, p.evaluate.batch)
+        rows, ms, recon = evaluate_method(method, images, lpips, p.evaluate.batch)
         summary[name] = {**summarize(rows), "ms_per_image": ms, "n_images": len(rows)}
         per_image += [{"method": name, **r} for r in rows]
         samples[name] = recon[:N_SAMPLES]

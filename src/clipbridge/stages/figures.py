@@ -20,6 +20,8 @@ def main(p: config.Params) -> None:
     prov = read_json(paths.RESULTS / "provenance.json")
     figures.loss_curve(figures.read_csv(paths.RESULTS / "train" / "curve.csv"), paths.FIGURES / "loss_curve.pdf",
                        caption_suffix(prov))
+    figures.clip_curve(figures.read_csv(paths.RESULTS / "clip" / "curve.csv"), paths.FIGURES / "clip_curve.pdf",
+                       "offline CLIP (locked MiniLM text tower, ViT image tower)")
     samples = torch.load(SAMPLES, map_location="cpu", weights_only=True)
     figures.reconstruction_grid(samples, paths.FIGURES / "reconstructions.pdf", p.figures.n_grid, caption_suffix(prov))
 
