@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from clipbridge import paths
+from clipbridge.distill import DistillConfig
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,7 @@ class Params:
     dataset: Dataset = field(default_factory=Dataset)
     clip_data: ClipData = field(default_factory=ClipData)
     clip: Clip = field(default_factory=Clip)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
     figures: Figures = field(default_factory=Figures)

@@ -67,13 +67,12 @@ def clip_curve(curve: list[dict], out: Path, title: str) -> None:
     save(fig, out)
 
 
-def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, title: str) -> None:
-    """Rows: input and each method's reconstruction of the same held-out faces (columns)."""
-    rows = [k for k in METHOD_LABELS if k in samples] + [k for k in samples if k not in METHOD_LABELS]
-    n = min(n, samples["input"].shape[0])
+def image_grid(rows: dict[str, torch.Tensor], out: Path, n: int, title: str | None = None) -> None:
+    """One labelled row per entry of ``rows`` (label -> images ``[N, 3, H, W]`` in [-1, 1]), ``n`` columns."""
+    n = min([n] + [imgs.shape[0] for imgs in rows.values()])
     fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n, 0.85 * len(rows)), squeeze=False)
-    for r, key in enumerate(rows):
-        imgs = ((samples[key][:n].clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    for r, (label, imgs) in enumerate(rows.items()):
+        imgs = ((imgs[:n].clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
         for c in range(n):
             ax = axes[r][c]
             ax.imshow(imgs[c], interpolation="nearest")
@@ -81,7 +80,14 @@ def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, tit
             ax.set_yticks([])
             ax.grid(False)
             if c == 0:
-                ax.set_ylabel(METHOD_LABELS.get(key, key), fontsize=7)
-    fig.suptitle(title, fontsize=8)
+                ax.set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.subplots_adjust(wspace=0.03, hspace=0.03)
     save(fig, out)
+
+
+def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, title: str) -> None:
+    """Rows: input and each method's reconstruction of the same held-out faces (columns)."""
+    keys = [k for k in METHOD_LABELS if k in samples] + [k for k in samples if k not in METHOD_LABELS]
+    image_grid({METHOD_LABELS.get(k, k): samples[k] for k in keys}, out, n, title)

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from clipbridge.captions import ATTRIBUTES, zero_shot_prompts
 from clipbridge.io import save_torch, sha256_of
 from clipbridge.models.clip import preprocess
+from clipbridge.schedule import lr_at
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # the text model is local; never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -330,23 +331,7 @@ def training_losses(model: CustomTextCLIP, head: nn.Module, x: Tensor, pooled: T
                 slip_loss=slip_loss)
 
 
-def lr_at(step: int, steps: int, lr: float, schedule: str, warmup: int) -> float:
-    """Learning rate of ``step`` (0-based): linear warmup, then ``constant`` or ``cosine`` to 0."""
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown schedule {schedule!r}; available: ['constant', 'cosine']")
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if schedule == "constant":
-        return lr
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * lr * (1 + math.cos(math.pi * progress))
-
-
 # ---------------------------------------------------------------------------- checkpoints
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    save_torch(obj, path)
 
 
 def save_checkpoint(model: CustomTextCLIP, cfg: OfflineClipConfig, path: str | Path, step: int,
@@ -361,7 +346,7 @@ def save_checkpoint(model: CustomTextCLIP, cfg: OfflineClipConfig, path: str | P
     nbytes = sum(v.numel() * 4 for v in state.values())
     dtype = torch.float16 if nbytes > max_mb * 2 ** 20 else torch.float32
     path = Path(path)
-    _atomic_save(dict(format=CHECKPOINT_FORMAT,
+    save_torch(dict(format=CHECKPOINT_FORMAT,
                       state_dict={k: v.to(dtype) for k, v in state.items()},
                       init_kwargs=dataclasses.asdict(cfg), step=int(step),
                       dtype=str(dtype).removeprefix("torch."),
@@ -562,7 +547,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         if ckpt_path is None:
             return
         save_checkpoint(model, cfg, ckpt_path, step, meta=dict(train=args, seconds=seconds))
-        _atomic_save(dict(format=STATE_FORMAT, state_dict=trained_state_dict(model),
+        save_torch(dict(format=STATE_FORMAT, state_dict=trained_state_dict(model),
                           head=head.state_dict(), optimizer=optimizer.state_dict(),
                           generator=rng_state, step=step, seconds=seconds,
                           fingerprint=fingerprint), state_file)
