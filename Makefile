@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-bibtex-extra
 
-.PHONY: setup repro test paper clean latex-deps
+.PHONY: setup repro test paper clean latex-deps bench
 
 setup: $(STAMP)
 
@@ -38,3 +38,10 @@ latex-deps:
 clean:
 	cd paper && latexmk -C main.tex >/dev/null 2>&1 || true
 	rm -rf .pytest_cache $$(find src tests -name __pycache__)
+
+# Speed figures (printed, never asserted): generator synthesis, attribute models, CLIP and distillation steps.
+bench: setup
+	PATH=$(BIN):$$PATH python benchmarks/generator.py --resolutions 64 256 --batch-sizes 1 16
+	PATH=$(BIN):$$PATH python benchmarks/attributes.py
+	PATH=$(BIN):$$PATH python benchmarks/clip_train.py
+	PATH=$(BIN):$$PATH python benchmarks/distill.py

@@ -77,3 +77,12 @@ def test_bad_model_files(tmp_path):
     torch.save({"kind": "dcgan", "state_dict": DCGANGenerator(ngf=8).state_dict(), "init_kwargs": {}}, wrong)
     with pytest.raises(registry.ModelFileError, match="do not match"):
         registry.load_generator(wrong)
+
+
+def test_bridge_to_w_on_dcgan_is_refused(G):
+    from clipbridge.config import Train
+    from clipbridge.train_bridge import build_bridge
+
+    with pytest.raises(ValueError, match="has no W / W\\+ space"):
+        build_bridge(G, 8, Train(target="w+", depth=1), torch.zeros(4, 1, 100))
+    assert build_bridge(G, 8, Train(target="z", depth=1), torch.zeros(4, 1, 100)).num_out == 1

@@ -30,6 +30,9 @@ def target_latents(G, data: dict, target: str) -> torch.Tensor:
 
 def build_bridge(G, emb_dim: int, cfg: config.Train, train_latents: torch.Tensor) -> Bridge:
     """A bridge whose normalized space is centred on the target space's mean, scaled by its std."""
+    if cfg.target != "z" and not getattr(G, "has_style_space", True):
+        raise ValueError(f"generator '{G.meta.get('name', type(G).__name__)}' has no W / W+ space "
+                         f"(mapping is the identity, one latent): only train.target 'z' applies")
     flat = train_latents.reshape(-1, train_latents.shape[-1])
     mean = torch.zeros(flat.shape[1]) if cfg.target == "z" else G.w_avg.detach().cpu()
     std = torch.ones(flat.shape[1]) if cfg.target == "z" else flat.std(0).clamp_min(1e-3)

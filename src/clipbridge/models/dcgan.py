@@ -49,6 +49,8 @@ class DCGANGenerator(nn.Module):
         self.z_dim = z_dim
         self.w_dim = z_dim
         self.num_ws = 1
+        self.has_style_space = False       # no W / W+: a bridge can target z only
+        self.meta: dict = {}
         self.img_resolution = 64
         self.img_channels = img_channels
         self.init_kwargs = dict(z_dim=z_dim, ngf=ngf, img_channels=img_channels)
