@@ -90,7 +90,7 @@ def distill_tex(d: dict) -> str:
         macro("StudentSteps", str(d["step"])),
         macro("StudentTrainMinutes", fmt(d["train_seconds"] / 60, 0)),
         macro("StudentPsnr", fmt(d["psnr"], 2)),
-        macro("StudentLpips", fmt(d["lpips"], 3)),
+        macro("StudentLpips", fmt(d["lpips_rand"], 3)),
         macro("StudentSsim", fmt(d["ssim"], 3)),
         macro("StudentFaceRate", fmt(100 * d["face_rate_student"], 0)),
         macro("TeacherFaceRate", fmt(100 * d["face_rate_teacher"], 0)),
