@@ -47,3 +47,17 @@ def test_to_ws_broadcasts_w():
     assert torch.equal(to_ws(G(), lat, "z")[:, 2], lat[:, 0])
     with pytest.raises(ValueError):
         to_ws(G(), torch.randn(2, 3, 6), "w+")
+
+
+def test_predict_ws_keeps_the_other_ws_at_the_mean():
+    mean = torch.randn(16)
+    b = Bridge(8, 16, depth=2, width=8, target="w+", num_ws=6, latent_mean=mean, predict_ws=[4, 5])
+    out = b(torch.randn(3, 8))
+    assert out.shape == (3, 6, 16)
+    assert torch.equal(out[:, :4], mean.expand(3, 4, 16))
+    assert not torch.allclose(out[:, 4:], mean.expand(3, 2, 16))
+    assert b.net[-1].out_features == 2 * 16  # only the predicted ws are outputs
+    with pytest.raises(ValueError, match="predict_ws"):
+        Bridge(8, 16, target="w", num_ws=6, predict_ws=[1])
+    with pytest.raises(ValueError, match="predict_ws"):
+        Bridge(8, 16, target="w+", num_ws=6, predict_ws=[6])

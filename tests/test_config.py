@@ -12,7 +12,7 @@ def _raw(repo_root):
 def test_repo_params_load(repo_root):
     p = config.load(f"{repo_root}/params.yaml")
     assert p.profile == "offline"
-    assert p.active.generator in {"dcgan64", "sg2-64"}
+    assert p.headline == "dcgan64" and "sg2-64" in p.generators and p.active.lpips == "LPIPS-rand"
     assert p.train.depth == 4 and p.train.width == 1024 and p.train.activation == "relu"  # the report's bridge
 
 
@@ -42,3 +42,27 @@ def test_bad_yaml_names_file(tmp_path):
     bad.write_text("profile: [unclosed\n")
     with pytest.raises(config.ConfigError, match=str(bad)):
         config.load(bad)
+
+
+def test_unknown_generator_lists_choices(repo_root):
+    raw = _raw(repo_root)
+    raw["generators"] = ["dcgan64", "stylegan9"]
+    with pytest.raises(config.ConfigError, match=r"\['stylegan9'\].*available: \[.*'sg2-64'"):
+        config.from_dict(raw)
+
+
+def test_offline_profile_refuses_downloading_generators(repo_root):
+    raw = _raw(repo_root)
+    raw["generators"] = ["sg2-ffhq-512"]
+    with pytest.raises(config.ConfigError, match="download weights, which profile 'offline' does not allow"):
+        config.from_dict(raw)
+    raw["profile"] = "pretrained"
+    assert config.from_dict(raw).headline == "sg2-ffhq-512"
+
+
+def test_ablation_cell_changes_only_its_fields(repo_root):
+    p = config.load(f"{repo_root}/params.yaml")
+    cfg = p.ablate.cells["depth-1"].train_config(p.train, steps=7, seed=2)
+    assert (cfg.depth, cfg.steps, cfg.seed) == (1, 7, 2)
+    assert (cfg.width, cfg.target, cfg.loss_rgb, cfg.lr) == (p.train.width, p.train.target, p.train.loss_rgb, p.train.lr)
+    assert p.ablate.cells["report-dcgan64"].train_config(p.train, p.train.steps, p.train.seed) == p.train

@@ -3,6 +3,7 @@ import torch
 
 from clipbridge import registry
 from clipbridge.models.dcgan import BN_LAYERS, DCGANGenerator, from_package
+from helpers import dcgan_faces
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,42 @@ def test_bridge_to_w_on_dcgan_is_refused(G):
     with pytest.raises(ValueError, match="has no W / W\\+ space"):
         build_bridge(G, 8, Train(target="w+", depth=1), torch.zeros(4, 1, 100))
     assert build_bridge(G, 8, Train(target="z", depth=1), torch.zeros(4, 1, 100)).num_out == 1
+
+
+def test_bridge_init_leaves_the_dead_zone_around_z0(G):
+    """At z ~ 0 every first-layer unit of the DCGAN is cut off: constant image, zero gradient.
+    The data-dependent init puts the bridge's first outputs where the generator responds."""
+    from clipbridge.config import Train
+    from clipbridge.train_bridge import build_bridge
+
+    z = (0.01 * torch.randn(4, 100)).requires_grad_(True)
+    G(z).sum().backward()
+    assert z.grad.abs().max() == 0  # the dead zone
+
+    emb = torch.nn.functional.normalize(torch.randn(64, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    torch.manual_seed(1)
+    bridge = build_bridge(G, 32, Train(depth=2, width=16), torch.zeros(4, 1, 100), emb_sample=emb)
+    out = bridge(emb)
+    assert 0.9 < out.detach().std().item() < 1.1
+    G(out[:, 0]).pow(2).mean().backward()
+    assert bridge.net[0].weight.grad.abs().max() > 0
+
+
+def test_optimization_from_z0_needs_the_projector_noise(G):
+    """From the mean latent z = 0 the DCGAN gives no gradient: without the early latent noise
+    optimization cannot move; with it, it reconstructs."""
+    import dataclasses
+
+    from clipbridge import invert
+
+    target = dcgan_faces(4, seed=3)
+    start = invert.mean_ws(G, 4)
+    cfg = invert.OptimConfig(steps=40, lr=0.05, lpips_weight=0.0)
+    still, _ = invert.optimize(G, target, start, "w", dataclasses.replace(cfg, noise=0.0))
+    moved, _ = invert.optimize(G, target, start, "w", cfg)
+    assert torch.equal(still, start)
+
+    def err(ws):
+        return (G.synthesis(ws) - target).pow(2).mean().item()
+
+    assert err(moved) < 0.8 * err(start)

@@ -15,6 +15,8 @@ import yaml
 
 from clipbridge import paths
 from clipbridge.distill import DistillConfig
+from clipbridge.edits import EditsConfig
+from clipbridge.invert import OptimConfig
 
 
 class ConfigError(ValueError):
@@ -23,8 +25,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProfileModels:
-    generator: str                  # generator registry name (see registry.GENERATORS)
     encoder: str                    # encoder registry name (see registry.ENCODERS)
+    lpips: str = "LPIPS-rand"       # 'LPIPS-rand' (random AlexNet trunk, offline) | 'LPIPS' (ImageNet trunk)
+    downloads: bool = False         # may this profile download weights (NVlabs generators, OpenAI CLIP)?
 
 
 @dataclass(frozen=True)
@@ -74,18 +77,50 @@ class Clip:
 
 @dataclass(frozen=True)
 class Train:
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # headline bridges: one per seed (mean +- std)
+    seed: int = 0                   # the seed of one run (set per run from ``seeds``)
     depth: int = 4                  # number of Linear layers (report: 4)
     width: int = 1024               # hidden width (report: 1024)
     activation: str = "relu"        # report: ReLU
     target: str = "z"               # z (report) | w | w+
     steps: int = 1500
-    batch: int = 64
+    batch: int = 32
+    batch_by_generator: dict[str, int] = field(default_factory=dict)  # per-generator batch; others use batch
     lr: float = 1e-4
     loss_rgb: float = 1.0           # MSE on [-1, 1] pixels (the report's loss)
     loss_lpips: float = 0.0         # LPIPS (profile's variant)
     loss_latent: float = 0.0        # MSE to the known latent of a generated face
     log_every: int = 25             # curve resolution (steps)
+    init_output_std: float | None = 1.0  # data-dependent init: std of the initial outputs (normalized space); None = PyTorch default
+    predict_groups: list[str] | None = None  # w+ only: layer groups (edits.groups) the bridge predicts; others = w_avg
+
+    def batch_for(self, generator: str) -> int:
+        return self.batch_by_generator.get(generator, self.batch)
+
+
+@dataclass(frozen=True)
+class AblationCell:
+    """One ablation cell: a generator and the fields of ``train`` it changes (None = headline's)."""
+    generator: str
+    depth: int | None = None
+    width: int | None = None
+    activation: str | None = None
+    target: str | None = None
+    loss_rgb: float | None = None
+    loss_lpips: float | None = None
+    loss_latent: float | None = None
+    predict_groups: list[str] | None = None
+
+    def train_config(self, base: Train, steps: int, seed: int) -> Train:
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if k != "generator" and v is not None}
+        return dataclasses.replace(base, steps=steps, seed=seed, **changes)
+
+
+@dataclass(frozen=True)
+class Ablate:
+    steps: int = 300                # training steps of every cell (the headline trains train.steps)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    cells: dict[str, AblationCell] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +128,19 @@ class Evaluate:
     seed: int = 0
     batch: int = 64
     lpips_seed: int = 0             # seed for the random-weight LPIPS of the offline profile
+    n_opt: int = 32                 # test faces the optimization methods run on (all methods are also scored there)
+    opt: OptimConfig = field(default_factory=OptimConfig)  # optimization from w_avg (W and W+)
+    refine_steps: int = 20          # bridge + k optimization steps (W+ where the generator has it, else W)
+    record_at: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])  # optimization checkpoints scored for the speed/quality curve
+    attributes: bool = True         # score age, gender, identity (dlib) per method
+
+
+@dataclass(frozen=True)
+class Photos:
+    seed: int = 0
+    files: list[str] = field(default_factory=lambda: ["astronaut.png", "grace_hopper.jpg"])  # in data/faces/
+    report_lr: float = 1e-5         # the report's one-photo experiment: Adam learning rate
+    report_steps: int = 200         # ... and its steps (RGB loss)
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,7 @@ class Figures:
 class Params:
     profile: str                    # key of `profiles`: 'offline' (default) or 'pretrained'
     profiles: dict[str, ProfileModels]
+    generators: list[str]           # generators the bridge study runs on (registry names; DVC foreach)
     device: str = "cpu"             # torch device for every stage ('cpu', 'cuda', 'cuda:1', ...)
     models: Models = field(default_factory=Models)
     dataset: Dataset = field(default_factory=Dataset)
@@ -111,6 +160,9 @@ class Params:
     clip: Clip = field(default_factory=Clip)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: Train = field(default_factory=Train)
+    ablate: Ablate = field(default_factory=Ablate)
+    edits: EditsConfig = field(default_factory=EditsConfig)
+    photos: Photos = field(default_factory=Photos)
     evaluate: Evaluate = field(default_factory=Evaluate)
     figures: Figures = field(default_factory=Figures)
 
@@ -118,6 +170,11 @@ class Params:
     def active(self) -> ProfileModels:
         """The models of the selected profile."""
         return self.profiles[self.profile]
+
+    @property
+    def headline(self) -> str:
+        """The generator of the headline results: the first of ``generators``."""
+        return self.generators[0]
 
 
 def _build(cls, raw, where: str, source: Path):
@@ -165,7 +222,23 @@ def from_dict(raw: dict, source: Path = paths.PARAMS) -> Params:
     params = _build(Params, raw, "", source)
     if params.profile not in params.profiles:
         raise ConfigError(f"{source}: unknown profile '{params.profile}'; available: {sorted(params.profiles)}")
+    _check_generators(params, source)
     return params
+
+
+def _check_generators(params: Params, source: Path) -> None:
+    from clipbridge.registry import GENERATORS
+
+    names = list(params.generators) + [c.generator for c in params.ablate.cells.values()]
+    unknown = sorted({g for g in names if g not in GENERATORS})
+    if not params.generators or unknown:
+        raise ConfigError(f"{source}: unknown or no generator(s) {unknown} in 'generators' / 'ablate.cells'; "
+                          f"available: {sorted(GENERATORS)}")
+    if not params.active.downloads:
+        remote = sorted({g for g in names if GENERATORS[g].downloads})
+        if remote:
+            raise ConfigError(f"{source}: generator(s) {remote} download weights, which profile '{params.profile}' "
+                              f"does not allow; offline generators: {sorted(g for g, e in GENERATORS.items() if not e.downloads)}")
 
 
 def load(path: Path | str = paths.PARAMS) -> Params:

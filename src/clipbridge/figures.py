@@ -19,7 +19,8 @@ import torch  # noqa: E402
 from clipbridge.io import atomic_path  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
-METHOD_LABELS = {"input": "input", "mean_latent": "mean latent", "bridge": "bridge"}
+METHOD_LABELS = {"input": "input", "mean_latent": "mean latent", "bridge": "bridge", "bridge_refine": "bridge + refine",
+                 "opt_w": "optimization (W)", "opt_wplus": "optimization (W+)"}
 
 
 def setup_style() -> None:
@@ -34,9 +35,17 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV; numeric fields as floats, others as strings."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def loss_curve(curve: list[dict], out: Path, title: str) -> None:
@@ -91,3 +100,123 @@ def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, tit
     """Rows: input and each method's reconstruction of the same held-out faces (columns)."""
     keys = [k for k in METHOD_LABELS if k in samples] + [k for k in samples if k not in METHOD_LABELS]
     image_grid({METHOD_LABELS.get(k, k): samples[k] for k in keys}, out, n, title)
+
+
+
+def speed_quality(curve: list[dict], subset: dict[str, dict], out: Path, title: str) -> None:
+    """PSNR against ms per image (log): optimization runs as curves, one-shot methods as points.
+
+    ``curve``: rows ``{method, step, ms_per_image, psnr}``; ``subset``: method -> summary on the
+    same faces (the points).
+    """
+    fig, ax = plt.subplots(figsize=(3.6, 2.5))
+    methods = list(dict.fromkeys(r["method"] for r in curve))
+    for i, m in enumerate(methods):
+        pts = sorted((r["ms_per_image"], r["psnr"]) for r in curve if r["method"] == m and r["ms_per_image"] > 0)
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", color=PALETTE[2 + i], label=METHOD_LABELS.get(m, m))
+    for i, m in enumerate(("mean_latent", "bridge")):
+        if m in subset:
+            ax.scatter([subset[m]["ms_per_image"]], [subset[m]["psnr"]], color=PALETTE[i], marker="o", zorder=3,
+                       label=METHOD_LABELS[m])
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per image (log)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(frameon=False, fontsize=6)
+    save(fig, out)
+
+
+def ablation_axis(rows: list[dict], axis: str, out: Path, lpips_label: str) -> None:
+    """PSNR and LPIPS (mean +- std over seeds) of the ablation cells of one axis, per generator.
+
+    ``rows``: results/ablations/table.csv rows; a cell ``<axis>-<value>`` belongs to ``axis``,
+    the reference cells (``report-*``) are drawn as the dashed line of their generator.
+    """
+    mine = [r for r in rows if r["cell"].split("-")[0] == axis]
+    fig, axes = plt.subplots(1, 2, figsize=(5.0, 2.2))
+    for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "lpips", lpips_label)):
+        names = [r["cell"][len(axis) + 1:] for r in mine]
+        ax.errorbar(range(len(mine)), [r[key] for r in mine], yerr=[r[f"{key}_std"] for r in mine],
+                    fmt="o", color=PALETTE[0], capsize=3)
+        for j, ref in enumerate(r for r in rows if r["cell"].startswith("report-")
+                                and r["generator"] in {m["generator"] for m in mine}):
+            ax.axhline(ref[key], ls="--", color=PALETTE[1 + j], lw=1, label=f"report recipe ({ref['generator']})")
+        ax.set_xticks(range(len(mine)), names)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(label)
+    axes[0].legend(frameon=False, fontsize=6)
+    fig.tight_layout()
+    save(fig, out)
+
+# --- layer-group study (src/clipbridge/edits.py, stage edits) ---------------------------------
+
+def edits_strip(strip: torch.Tensor, groups: list[str], steps: list[int], step: float, out: Path,
+                title: str | None = None) -> None:
+    """The report's layer-group experiment: ``strip [G, S, 3, H, W]`` in [-1, 1], one row per
+    group (labelled ``groups``), one column per step of ``steps`` (offset ``k * step``)."""
+    n_rows, n_cols = strip.shape[:2]
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.9 * n_cols + 0.4, 0.9 * n_rows + 0.3), squeeze=False)
+    imgs = ((strip.clamp(-1, 1) + 1) / 2).permute(0, 1, 3, 4, 2).numpy()
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.imshow(imgs[r, c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if c == 0:
+                ax.set_ylabel(groups[r], fontsize=7)
+            if r == 0:
+                ax.set_title(f"step {steps[c]} ({steps[c] * step:.2f})", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(wspace=0.03, hspace=0.03)
+    save(fig, out)
+
+
+def edits_heatmap(values: list[list[float]], groups: list[str], measures: list[str], out: Path, title: str,
+                  colorbar: str, annot: list[list[str]] | None = None) -> None:
+    """Group x measure heatmap (rows ``groups``, columns ``measures``), cividis (colour-blind-safe);
+    ``annot`` = the text of each cell (None = the values to 2 decimals). NaN cells are blank."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    labels = annot if annot is not None else [[f"{v:.2f}" if v == v else "" for v in row] for row in data]
+    fig, ax = plt.subplots(figsize=(0.55 * len(measures) + 1.6, 0.38 * len(groups) + 1.3))
+    sns.heatmap(data, ax=ax, cmap="cividis", vmin=0, vmax=1, annot=np.asarray(labels, dtype=object), fmt="",
+                annot_kws={"fontsize": 6}, xticklabels=measures, yticklabels=groups,
+                cbar_kws={"label": colorbar, "shrink": 0.8}, linewidths=0.5, linecolor="white")
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right", fontsize=7)
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0, fontsize=7)
+    ax.set_xlabel("")
+    ax.set_ylabel("group (coarse to fine)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    save(fig, out)
+
+
+def edits_magnitude(curves: dict[str, dict[str, list[tuple[float, float, float, float]]]], labels: dict[str, str],
+                    out: Path, title: str, xlabel: str) -> None:
+    """Magnitude curves: one panel per measure (``curves[measure][group] = [(magnitude, mean, lo,
+    hi), ...]``, panel title ``labels[measure]``), one line per group with its 95% CI band."""
+    measures = list(curves)
+    n_cols = min(4, len(measures))
+    n_rows = -(-len(measures) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.75 * n_cols, 1.45 * n_rows + 0.3), squeeze=False)
+    for k, measure in enumerate(measures):
+        ax = axes[k // n_cols][k % n_cols]
+        for i, (group, pts) in enumerate(curves[measure].items()):
+            x, y, lo, hi = zip(*pts)
+            ax.plot(x, y, marker="o", markersize=2.5, color=PALETTE[i % len(PALETTE)], label=group, linewidth=1)
+            ax.fill_between(x, lo, hi, color=PALETTE[i % len(PALETTE)], alpha=0.2, linewidth=0)
+        ax.set_title(labels.get(measure, measure), fontsize=7)
+        ax.tick_params(labelsize=6)
+        if k // n_cols == n_rows - 1:
+            ax.set_xlabel(xlabel, fontsize=6)
+    for k in range(len(measures), n_rows * n_cols):
+        axes[k // n_cols][k % n_cols].axis("off")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, fontsize=7,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    save(fig, out)

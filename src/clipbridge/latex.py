@@ -30,5 +30,6 @@ def macro(name: str, value: str) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}\n"
 
 
-def fmt(x: float, digits: int) -> str:
-    return f"{x:.{digits}f}"
+def fmt(x: float | None, digits: int, scale: float = 1.0) -> str:
+    """``x * scale`` with ``digits`` decimals; ``n/a`` for a missing value (None, NaN in JSON)."""
+    return "n/a" if x is None else f"{x * scale:.{digits}f}"

@@ -57,6 +57,9 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
 class LPIPS(torch.nn.Module):
     """LPIPS distance, ``[N, 3, H, W] x2 in [-1, 1] -> [N]``, resized to ``size`` first.
 
+    ``size=None`` keeps the input size, except that inputs smaller than :attr:`MIN_SIZE` (test
+    generators of 16-32 px) are upsampled to it: AlexNet's pooling needs at least that much.
+
     ``random_trunk=True`` (offline profile) builds the AlexNet trunk randomly initialized after
     ``torch.manual_seed(seed)``: LPIPS-rand. The linear heads are the package's v0.1 weights.
     """
@@ -77,11 +80,14 @@ class LPIPS(torch.nn.Module):
         torch.random.set_rng_state(state)
         self.net.eval().requires_grad_(False)
 
+    MIN_SIZE = 64
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check(x, y)
-        if self.size is not None and x.shape[-1] != self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-            y = F.interpolate(y, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        size = self.size if self.size is not None else max(x.shape[-1], self.MIN_SIZE)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.net(x, y, normalize=False).flatten()
 
 

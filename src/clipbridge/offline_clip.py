@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from clipbridge import distributed
 from clipbridge.captions import ATTRIBUTES, zero_shot_prompts
 from clipbridge.io import save_torch, sha256_of
 from clipbridge.models.clip import preprocess
@@ -245,16 +246,26 @@ def encode_images(model: CustomTextCLIP, x: Tensor) -> Tensor:
     return F.normalize(image_features(model, x), dim=-1)
 
 
-def augment(x: Tensor, generator: torch.Generator, aug: Augment) -> Tensor:
+def augment(x: Tensor, generator: torch.Generator, aug: Augment, rows: slice | None = None,
+            total: int | None = None) -> Tensor:
     """One random view per image: resized crop (+ flip) and colour jitter, on tensors.
 
     x: [N, 3, H, W] float in [-1, 1]; generator: a CPU generator (all draws come from it, so a
     run is reproducible on any device). Returns [N, 3, H, W] in [-1, 1].
+    rows, total: x is rows ``rows`` of a batch of ``total`` images (one data-parallel rank's
+    shard): the draws are made for all ``total`` images and x gets its rows' draws, so the views
+    and the generator's state are those of one process augmenting the whole batch.
     """
     n = x.shape[0]
+    total = n if total is None else total
+    rows = slice(0, n) if rows is None else rows
+    if len(range(total)[rows]) != n:
+        raise ValueError(f"x has {n} images but rows {rows} of a batch of {total} select "
+                         f"{len(range(total)[rows])}")
 
     def uniform(lo: float, hi: float) -> Tensor:
-        return (lo + (hi - lo) * torch.rand(n, generator=generator)).to(x.device, x.dtype)
+        draw = torch.rand(total, generator=generator)[rows]
+        return (lo + (hi - lo) * draw).to(x.device, x.dtype)
 
     area = uniform(*aug.crop_scale)
     log_ratio = uniform(math.log(aug.crop_ratio[0]), math.log(aug.crop_ratio[1]))
@@ -308,23 +319,32 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(sim, target)
 
 
-def training_losses(model: CustomTextCLIP, head: nn.Module, x: Tensor, pooled: Tensor, *,
+def training_losses(model: CustomTextCLIP, head: nn.Module | None, x: Tensor, pooled: Tensor, *,
                     slip_weight: float, aug: Augment, generator: torch.Generator,
-                    slip_temperature: float = 0.1) -> dict[str, Tensor]:
+                    slip_temperature: float = 0.1, rows: slice | None = None,
+                    total: int | None = None) -> dict[str, Tensor]:
     """Losses of one training step.
 
     x:      [B, 3, H, W] float in [-1, 1], the faces;
     pooled: [B, 384] float32, pooled locked-text features of one caption per face;
-    slip_weight: weight of the SimCLR term (0 skips it and its image forward); its two views
-            are the face as the CLIP loss sees it and one random augmentation of it.
+    slip_weight: weight of the SimCLR term (0 skips it, its image forward and ``head``); its two
+            views are the face as the CLIP loss sees it and one random augmentation of it.
+    rows, total: under data parallelism x and pooled are this rank's rows ``rows`` of a global
+            batch of ``total`` (see :func:`clipbridge.distributed.shard_slice`); the embeddings
+            of all ranks are gathered (:func:`clipbridge.distributed.gather_rows`, with
+            gradient) so that both contrastive losses span the global batch, and every rank
+            computes the same global losses. None: the whole batch is here (one process).
     Returns {"loss", "clip_loss", "slip_loss"} scalars ("loss" = clip + slip_weight * slip).
     """
+    def gather(t: Tensor) -> Tensor:
+        return t if rows is None else distributed.gather_rows(t, total)
+
     feats = image_features(model, x)
-    clip_loss = ClipLoss()(F.normalize(feats, dim=-1), project_text(model, pooled),
-                           model.logit_scale.exp())
+    clip_loss = ClipLoss()(gather(F.normalize(feats, dim=-1)),
+                           gather(project_text(model, pooled)), model.logit_scale.exp())
     if slip_weight:
-        view = image_features(model, augment(x, generator, aug))
-        slip_loss = nt_xent(head(feats), head(view), slip_temperature)
+        view = image_features(model, augment(x, generator, aug, rows, total))
+        slip_loss = nt_xent(gather(head(feats)), gather(head(view)), slip_temperature)
     else:
         slip_loss = torch.zeros((), device=x.device)
     return dict(loss=clip_loss + slip_weight * slip_loss, clip_loss=clip_loss,
@@ -436,6 +456,23 @@ def state_path(ckpt_path: str | Path) -> Path:
 # ---------------------------------------------------------------------------- training
 
 
+class _StepLosses(nn.Module):
+    """The model and the SLIP head as one module whose forward is :func:`training_losses`, so
+    that DistributedDataParallel sees every trained parameter used in one forward call.
+
+    head: None when the SLIP term is off (DDP requires every wrapped parameter to get a
+    gradient).
+    """
+
+    def __init__(self, model: CustomTextCLIP, head: nn.Module | None):
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, x: Tensor, pooled: Tensor, **kwargs) -> dict[str, Tensor]:
+        return training_losses(self.model, self.head, x, pooled, **kwargs)
+
+
 def _caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], Tensor, Tensor]:
     """Distinct caption strings, [N, K] int64 index table (-1 = padding), [N] caption counts."""
     if any(len(c) == 0 for c in captions):
@@ -498,13 +535,26 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
     until:    stop after this many steps (checkpointing), to be resumed later.
     curve_csv: step, loss, clip_loss, slip_loss, lr, seconds every ``log_every`` steps.
     seed:     all randomness (init, batches, caption choice, augmentation) derives from it.
+    device:   this process's device; under torchrun the one ``clipbridge.distributed.init``
+              returned for this rank.
     Returns the model (eval mode, on ``device``).
+
+    Data parallel: in a process group of W ranks (``torchrun --nproc_per_node=W``, after
+    :func:`clipbridge.distributed.init`) every rank draws the same global batch of ``batch``
+    faces from the same seeded generator and forwards its shard of it (``batch`` and ``steps``
+    mean the same as in one process); DDP averages the gradients and the contrastive losses
+    gather the embeddings of all ranks, so the run equals a one-process run up to the order of
+    floating-point sums. Rank 0 alone writes the checkpoint, state and curve; every rank
+    resumes from the same state file (which a run of any W can continue).
     """
     if images.ndim != 4 or images.shape[1] != 3 or len(images) != len(captions):
         raise ValueError(f"need images [N, 3, H, W] and N caption lists, got "
                          f"{tuple(images.shape)} and {len(captions)}")
     if not 1 < batch <= len(images):
         raise ValueError(f"batch {batch} must be in [2, {len(images)}]")
+    distributed.require_group()
+    world, main = distributed.world_size(), distributed.is_main()
+    rows = distributed.shard_slice(batch) if world > 1 else None    # this rank's rows of a batch
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     args = dict(config=dataclasses.asdict(cfg), steps=steps, batch=batch, lr=lr,
                 weight_decay=weight_decay, warmup=warmup, schedule=schedule,
@@ -544,7 +594,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
     rng_state, updating = generator.get_state(), False
 
     def save() -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not main:
             return
         save_checkpoint(model, cfg, ckpt_path, step, meta=dict(train=args, seconds=seconds))
         save_torch(dict(format=STATE_FORMAT, state_dict=trained_state_dict(model),
@@ -557,21 +607,25 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         return model.eval()
     distinct, table, counts = _caption_table(captions)
     cache = pooled_text(model, distinct)                 # [num distinct captions, 384]
-    curve_file, curve = _open_curve(Path(curve_csv) if curve_csv else None, step)
+    curve_file, curve = _open_curve(Path(curve_csv) if curve_csv and main else None, step)
     model.visual.train()
     head.train()
+    # One process: the module itself. Several: DDP over it, created once and kept for the loop.
+    step_losses = distributed.wrap(_StepLosses(model, head if slip_weight else None), device)
     last_save = time.monotonic()
-    bar = tqdm(total=stop, initial=step, desc="offline clip", disable=not progress)
+    bar = tqdm(total=stop, initial=step, desc="offline clip", disable=not (progress and main))
     try:
         while step < stop:
             started = time.monotonic()
-            idx = torch.randperm(len(images), generator=generator)[:batch]
+            idx = torch.randperm(len(images), generator=generator)[:batch]    # the global batch
             pick = (torch.rand(batch, generator=generator) * counts[idx]).long()
-            x = images[idx].to(device)
+            mine = idx if rows is None else idx[rows]                         # this rank's rows
+            x = images[mine].to(device)
+            pooled = cache[table[mine, pick if rows is None else pick[rows]].to(device)]
             rate = lr_at(step, steps, lr, schedule, warmup)
-            losses = training_losses(model, head, x, cache[table[idx, pick].to(device)],
-                                     slip_weight=slip_weight, aug=aug, generator=generator,
-                                     slip_temperature=slip_temperature)
+            losses = step_losses(x, pooled, slip_weight=slip_weight, aug=aug,
+                                 generator=generator, slip_temperature=slip_temperature,
+                                 rows=rows, total=batch)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             updating = True
@@ -601,6 +655,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         if curve_file is not None:
             curve_file.close()
     save()
+    distributed.barrier()             # every rank returns once rank 0's checkpoint is written
     return model.eval()
 
 

@@ -16,3 +16,19 @@ FIGURES = RESULTS / "figures"
 CHECKPOINTS = Path("checkpoints")  # committed small checkpoints of the model-making stages
 PAPER = Path("paper")
 GENERATED = PAPER / "generated"   # committed TeX written by the pipeline
+ENCODER = MODELS / "encoder.pt"   # the profile's CLIP image/text encoder
+
+
+def generator_file(name: str) -> Path:
+    """Materialized generator ``name`` (one per name in ``params.generators``)."""
+    return MODELS / f"generator-{name}.pt"
+
+
+def dataset_split(generator: str, split: str) -> Path:
+    """``{z, ws, images uint8, emb}`` of one split of ``generator``'s faces."""
+    return DATASET / generator / f"{split}.pt"
+
+
+def bridge_file(generator: str, seed: int = 0) -> Path:
+    """The headline bridge trained on ``generator`` with training seed ``seed``."""
+    return DATA / "bridge" / generator / f"seed{seed}.pt"

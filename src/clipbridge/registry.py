@@ -27,6 +27,7 @@ class GeneratorEntry:
     stand_in: bool            # True when not the paper's FFHQ StyleGAN2 (labelled in every output)
     description: str
     checkpoint: str | None = None  # our own checkpoint file (stylegan2 kind); None = not from a checkpoint
+    downloads: bool = False   # True: weights come from the network (pretrained profile only)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ GENERATORS: dict[str, GeneratorEntry] = {
     **{name: GeneratorEntry(
         kind="stylegan2", resolution=e["resolution"], num_ws=e["num_ws"], stand_in=False,
         source=f"NVlabs StyleGAN2 FFHQ {e['resolution']}x{e['resolution']} ({e['url']})",
-        description=f"NVlabs StyleGAN2 trained on FFHQ, {e['num_ws']} style vectors",
+        description=f"NVlabs StyleGAN2 trained on FFHQ, {e['num_ws']} style vectors", downloads=True,
     ) for name, e in NVLABS.items()},
 }
 

@@ -20,7 +20,7 @@ from clipbridge.models.bridge import Bridge, to_ws
 
 
 def target_latents(G, data: dict, target: str) -> torch.Tensor:
-    """The known latent of each generated face in the bridge's target space ``[N, num_out, dim]``."""
+    """The known latent of each generated face in the bridge's target space ``[N, num_ws, dim]``."""
     if target == "z":
         return data["z"][:, None, :]
     if target == "w":
@@ -28,16 +28,30 @@ def target_latents(G, data: dict, target: str) -> torch.Tensor:
     return data["ws"]
 
 
-def build_bridge(G, emb_dim: int, cfg: config.Train, train_latents: torch.Tensor) -> Bridge:
-    """A bridge whose normalized space is centred on the target space's mean, scaled by its std."""
+def build_bridge(G, emb_dim: int, cfg: config.Train, train_latents: torch.Tensor,
+                 predict_ws: list[int] | None = None, emb_sample: torch.Tensor | None = None) -> Bridge:
+    """A bridge whose normalized space is centred on the target space's mean, scaled by its std.
+
+    With ``cfg.init_output_std`` and ``emb_sample [n, D]`` given, the last layer's initial
+    weights are rescaled (data-dependent init) so the initial outputs have that std across the
+    sample in the normalized space. PyTorch's default init gives ~0.03, which on the DCGAN lies in
+    a dead zone around z = 0 where the generator's output and gradient are exactly constant
+    (every first-layer unit is cut off by its ReLU), so a bridge that starts there never learns.
+    """
     if cfg.target != "z" and not getattr(G, "has_style_space", True):
         raise ValueError(f"generator '{G.meta.get('name', type(G).__name__)}' has no W / W+ space "
                          f"(mapping is the identity, one latent): only train.target 'z' applies")
     flat = train_latents.reshape(-1, train_latents.shape[-1])
     mean = torch.zeros(flat.shape[1]) if cfg.target == "z" else G.w_avg.detach().cpu()
     std = torch.ones(flat.shape[1]) if cfg.target == "z" else flat.std(0).clamp_min(1e-3)
-    return Bridge(emb_dim, flat.shape[1], cfg.depth, cfg.width, cfg.activation, cfg.target,
-                  num_ws=G.num_ws, latent_mean=mean, latent_std=std)
+    bridge = Bridge(emb_dim, flat.shape[1], cfg.depth, cfg.width, cfg.activation, cfg.target,
+                    num_ws=G.num_ws, latent_mean=mean, latent_std=std, predict_ws=predict_ws)
+    if cfg.init_output_std is not None and emb_sample is not None:
+        last = bridge.net[-1]
+        with torch.no_grad():
+            spread = (bridge.net(emb_sample) - last.bias).std()
+            last.weight.mul_(cfg.init_output_std / spread.clamp_min(1e-8))
+    return bridge
 
 
 def batch_loss(G, bridge: Bridge, emb, images, latents, cfg: config.Train, lpips: LPIPS | None) -> dict:
@@ -54,13 +68,18 @@ def batch_loss(G, bridge: Bridge, emb, images, latents, cfg: config.Train, lpips
     return terms
 
 
-def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, lpips_seed: int,
-          random_lpips: bool) -> tuple[Bridge, list[dict]]:
-    """Train a bridge; return it and its curve rows (step, train losses, val RGB MSE, seconds)."""
+def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, lpips: LPIPS | None,
+          batch: int, predict_ws: list[int] | None = None, desc: str = "train bridge") -> tuple[Bridge, list[dict]]:
+    """Train a bridge; return it and its curve rows (step, train losses, val RGB MSE, seconds).
+
+    ``lpips``: the profile's LPIPS, used only when ``cfg.loss_lpips > 0``; ``batch``: images
+    per step (per generator, :meth:`config.Train.batch_for`).
+    """
     torch.manual_seed(cfg.seed)
     lat_train = target_latents(G, train_data, cfg.target)
-    bridge = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train).to(device)
-    lpips = LPIPS(random_lpips, lpips_seed).to(device) if cfg.loss_lpips > 0 else None
+    bridge = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train, predict_ws,
+                          emb_sample=train_data["emb"][:1024]).to(device)
+    lpips = lpips if cfg.loss_lpips > 0 else None
     opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = train_data["emb"].shape[0]
@@ -68,15 +87,15 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
     val_emb = val_data["emb"].to(device)
     val_img = from_uint8(val_data["images"]).to(device)
     running: dict[str, float] = {}
-    for step in tqdm(range(1, cfg.steps + 1), desc="train bridge", unit="step"):
-        idx = torch.randint(n, (min(cfg.batch, n),), generator=gen)
+    for step in tqdm(range(1, cfg.steps + 1), desc=desc, unit="step"):
+        idx = torch.randint(n, (min(batch, n),), generator=gen)
         terms = batch_loss(G, bridge, train_data["emb"][idx].to(device), from_uint8(train_data["images"][idx]).to(device),
                            lat_train[idx].to(device), cfg, lpips)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
         for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + float(v)
+            running[k] = running.get(k, 0.0) + v.item()
         if step % cfg.log_every == 0 or step == cfg.steps:
             k = step % cfg.log_every or cfg.log_every
             with torch.no_grad():
@@ -85,3 +104,22 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
                           "val_rgb": float(val), "seconds": round(time.perf_counter() - t0, 3)})
             running = {}
     return bridge.eval(), curve
+
+
+def train_on_one_photo(G, bridge: Bridge, emb: torch.Tensor, image: torch.Tensor, steps: int, lr: float,
+                       ) -> list[dict]:
+    """The report's own experiment: ``bridge`` trained on one photo (``emb [1, D]``, ``image
+    [1, 3, R, R]`` in [-1, 1]) with Adam and the RGB loss. Returns the curve ``{step, rgb}``
+    (step 0 = before training); ``bridge`` is trained in place."""
+    opt = torch.optim.Adam(bridge.parameters(), lr=lr)
+    curve = []
+    for step in range(steps + 1):
+        out = G.synthesis(to_ws(G, bridge(emb), bridge.target), noise_mode="const")
+        loss = (out - image).pow(2).mean()
+        curve.append({"step": step, "rgb": loss.item()})
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return curve

@@ -18,9 +18,10 @@ TARGETS = ("z", "w", "w+")
 
 
 class Bridge(nn.Module):
-    """``embedding [N, in_dim] -> latent [N, num_out, latent_dim]`` float32.
+    """``embedding [N, in_dim] -> latent [N, num_ws, latent_dim]`` float32.
 
-    ``num_out`` is 1 for ``z`` and ``w`` and ``num_ws`` for ``w+``.
+    ``num_ws`` is 1 for ``z`` and ``w``, and the generator's ``num_ws`` for ``w+`` (of which
+    the network predicts ``predict_ws``, default all).
     """
 
     def __init__(self,
@@ -33,6 +34,7 @@ class Bridge(nn.Module):
         num_ws: int = 1,                 # style vectors predicted when target == 'w+'
         latent_mean: torch.Tensor | None = None,  # [latent_dim] centre of the target space; None = 0
         latent_std: torch.Tensor | None = None,   # [latent_dim] scale of the target space; None = 1
+        predict_ws: list[int] | None = None,      # w+ only: the ws indices predicted; the others stay at latent_mean; None = all
     ):
         super().__init__()
         if depth < 1:
@@ -41,10 +43,15 @@ class Bridge(nn.Module):
             raise ValueError(f"unknown activation '{activation}'; available: {sorted(ACTIVATIONS)}")
         if target not in TARGETS:
             raise ValueError(f"unknown target '{target}'; available: {list(TARGETS)}")
+        if predict_ws is not None and (target != "w+" or not predict_ws or not set(predict_ws) <= set(range(num_ws))):
+            raise ValueError(f"predict_ws {predict_ws} needs target 'w+' and indices in [0, {num_ws})")
         self.init_kwargs = dict(in_dim=in_dim, latent_dim=latent_dim, depth=depth, width=width,
-                                activation=activation, target=target, num_ws=num_ws)
+                                activation=activation, target=target, num_ws=num_ws,
+                                predict_ws=None if predict_ws is None else sorted(predict_ws))
         self.target = target
-        self.num_out = num_ws if target == "w+" else 1
+        self.num_ws = num_ws if target == "w+" else 1
+        self.predict_ws = list(range(self.num_ws)) if predict_ws is None else sorted(predict_ws)
+        self.num_out = len(self.predict_ws)
         self.latent_dim = latent_dim
         dims = [in_dim] + [width] * (depth - 1) + [self.num_out * latent_dim]
         layers: list[nn.Module] = []
@@ -59,6 +66,10 @@ class Bridge(nn.Module):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         assert emb.ndim == 2, f"embedding must be [N, D], got {tuple(emb.shape)}"
         u = self.net(emb).view(emb.shape[0], self.num_out, self.latent_dim)
+        if self.num_out < self.num_ws:  # the unpredicted ws stay at the mean (u = 0)
+            full = u.new_zeros(emb.shape[0], self.num_ws, self.latent_dim)
+            full[:, self.predict_ws] = u
+            u = full
         return self.latent_mean + self.latent_std * u
 
 

@@ -601,6 +601,11 @@ class Generator(torch.nn.Module):
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
                                       **mapping_kwargs)
 
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """``[w_dim]`` running mean of the mapping's output (``mapping.w_avg``, the NVlabs name)."""
+        return self.mapping.w_avg
+
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, noise_mode: str = "const",
                 fused_modconv: bool | None = None, force_fp32: bool = False) -> torch.Tensor:

@@ -12,14 +12,18 @@ Interruption: the resume state ``checkpoints/clip-offline.state.pt`` (git-ignore
 every ``clip.ckpt_seconds``; re-running the stage continues from it and gives the same model as
 an uninterrupted run. It is deleted when training completes, so ``dvc repro --force`` retrains
 from scratch.
+
+Several processes: ``torchrun --nproc_per_node=N -m clipbridge.stages.clip`` trains the same
+global batch with DDP (gloo on CPU, nccl with ``device: cuda``; see clipbridge.distributed), then
+rank 0 alone measures and writes; record the outputs with ``dvc commit clip``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from clipbridge import config, offline_clip, paths
-from clipbridge.io import from_uint8, seed_everything, write_json
+from clipbridge import config, distributed, offline_clip, paths
+from clipbridge.io import from_uint8, write_json
 from clipbridge.stages import run
 from clipbridge.stages.clip_data import CLIP_DATA
 
@@ -45,15 +49,18 @@ def measure(model, train: dict, test: dict, alpha: float) -> dict:
 
 def main(p: config.Params) -> None:
     c = p.clip
-    seed_everything(c.seed)
+    distributed.seed_rank(c.seed)          # = seed_everything(c.seed) in a plain process
     train = torch.load(CLIP_DATA / "train.pt", map_location="cpu", weights_only=True)
     test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
     cfg = model_config(c)
-    model = offline_clip.train(
-        from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
-        weight_decay=c.weight_decay, warmup=c.warmup, schedule=c.schedule, slip_weight=c.slip_weight,
-        ckpt_path=CHECKPOINT, ckpt_seconds=c.ckpt_seconds, resume=True,
-        curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, device=p.device)
+    with distributed.session(p.device) as device:   # no-op unless launched by torchrun
+        model = offline_clip.train(
+            from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
+            weight_decay=c.weight_decay, warmup=c.warmup, schedule=c.schedule, slip_weight=c.slip_weight,
+            ckpt_path=CHECKPOINT, ckpt_seconds=c.ckpt_seconds, resume=True,
+            curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, device=device)
+    if not distributed.is_main():
+        return
     offline_clip.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
     model = model.cpu().eval()
     torch.manual_seed(c.seed)

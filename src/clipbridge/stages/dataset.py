@@ -2,7 +2,8 @@
 
 For each split: z ~ N(0, I) from a split-specific seed, ``ws = G.mapping(z)``, the image
 ``G.synthesis(ws)`` stored as uint8 (as a photo would be) and the encoder's L2-normalized
-embedding *of that uint8 image*. Output ``data/dataset/{split}.pt`` (DVC-cached):
+embedding *of that uint8 image*. One run per generator (``python -m clipbridge.stages.dataset
+NAME``, DVC ``foreach``). Output ``data/dataset/<name>/{split}.pt`` (DVC-cached):
 ``{z [N, z_dim], ws [N, num_ws, w_dim], images uint8 [N, 3, R, R], emb [N, D]}``.
 """
 
@@ -33,14 +34,15 @@ def make_split(G, enc, n: int, seed: int, batch: int, psi: float, device: str, d
     return {"z": z, "ws": torch.cat(ws), "images": torch.cat(images), "emb": torch.cat(emb)}
 
 
-def main(p: config.Params) -> None:
+def main(p: config.Params, generator: str) -> None:
     d = p.dataset
-    G = registry.load_generator(paths.MODELS / "generator.pt").to(p.device)
-    enc = registry.load_encoder(paths.MODELS / "encoder.pt").to(p.device)
+    G = registry.load_generator(paths.generator_file(generator)).to(p.device)
+    enc = registry.load_encoder(paths.ENCODER).to(p.device)
     sizes = {"train": d.n_train, "val": d.n_val, "test": d.n_test}
     for k, split in enumerate(SPLITS):
-        data = make_split(G, enc, sizes[split], d.seed * 1000 + k, d.batch, d.truncation_psi, p.device, split)
-        save_torch(data, paths.DATASET / f"{split}.pt")
+        data = make_split(G, enc, sizes[split], d.seed * 1000 + k, d.batch, d.truncation_psi, p.device,
+                          f"{generator} {split}")
+        save_torch(data, paths.dataset_split(generator, split))
 
 
 if __name__ == "__main__":

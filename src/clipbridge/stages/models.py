@@ -1,8 +1,10 @@
-"""Stage ``models``: materialize the active profile's generator and encoder, write provenance.
+"""Stages ``generator`` (DVC ``foreach`` over ``params.generators``) and ``encoder``: materialize models.
 
-Outputs: ``data/models/generator.pt`` and ``data/models/encoder.pt`` (DVC-cached, our own
-format) and ``results/provenance.json`` (committed): what every later number rests on, with
-the stand-ins and placeholders named, read by the paper.
+``python -m clipbridge.stages.models generator NAME`` writes ``data/models/generator-<name>.pt``
+and ``results/provenance/generator-<name>.json``; ``python -m clipbridge.stages.models encoder``
+writes the profile's ``data/models/encoder.pt`` and ``results/provenance/profile.json``.
+Model files are DVC-cached in our own format; the provenance records (committed) say what every
+later number rests on, stand-ins and placeholders named, and are read by the paper.
 """
 
 from __future__ import annotations
@@ -12,21 +14,35 @@ import platform
 import torch
 
 from clipbridge import config, paths, registry
-from clipbridge.io import write_json
+from clipbridge.io import read_json, write_json
 from clipbridge.stages import run
 
+PROVENANCE = paths.RESULTS / "provenance"
 
-def main(p: config.Params) -> None:
-    gen = registry.materialize_generator(p.active.generator, paths.MODELS / "generator.pt", p.models.mirror)
-    enc = registry.materialize_encoder(p.active.encoder, paths.MODELS / "encoder.pt", p.models.seed, p.models.mirror)
-    write_json(paths.RESULTS / "provenance.json", {
-        "profile": p.profile,
-        "generator": gen,
-        "encoder": enc,
-        "lpips": "LPIPS-rand" if p.profile == "offline" else "LPIPS",
-        "torch": torch.__version__.split("+")[0],
-        "python": platform.python_version(),
-    })
+
+def generator_record(name: str):
+    return PROVENANCE / f"generator-{name}.json"
+
+
+def load_provenance(p: config.Params) -> dict:
+    """``{profile, encoder, lpips, ..., generators: {name: record}}`` for the active params."""
+    prov = read_json(PROVENANCE / "profile.json")
+    prov["generators"] = {g: read_json(generator_record(g)) for g in p.generators}
+    return prov
+
+
+def main(p: config.Params, what: str, name: str | None = None) -> None:
+    if what == "generator":
+        meta = registry.materialize_generator(name, paths.generator_file(name), p.models.mirror)
+        write_json(generator_record(name), meta)
+    elif what == "encoder":
+        enc = registry.materialize_encoder(p.active.encoder, paths.ENCODER, p.models.seed, p.models.mirror)
+        write_json(PROVENANCE / "profile.json", {
+            "profile": p.profile, "encoder": enc, "lpips": p.active.lpips,
+            "torch": torch.__version__.split("+")[0], "python": platform.python_version(),
+        })
+    else:
+        raise ValueError(f"unknown models target '{what}'; available: ['generator', 'encoder']")
 
 
 if __name__ == "__main__":

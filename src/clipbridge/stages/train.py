@@ -1,38 +1,42 @@
-"""Stage ``train``: train the bridge on the dataset's train split (params section ``train``).
+"""Stage ``train``: one headline bridge per generator and seed (params ``train``; DVC ``matrix``).
 
-Outputs: ``data/bridge/bridge.pt`` (DVC-cached, ``{kind, state_dict, init_kwargs, params}``)
-and ``results/train/curve.csv`` (committed; a DVC plot of train / val loss per step).
+``python -m clipbridge.stages.train NAME SEED`` trains on ``NAME``'s train split with
+``train.seed = SEED``. Outputs: ``data/bridge/<name>/seed<seed>.pt`` (DVC-cached,
+``{kind, state_dict, init_kwargs, params}``) and ``results/train/<name>/seed<seed>.csv``
+(committed; a DVC plot of train / val loss per step).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from clipbridge import config, paths, registry
 from clipbridge.io import save_torch, seed_everything, write_csv
-from clipbridge.stages import run
+from clipbridge.stages import load_split, predict_ws, profile_lpips, run
 from clipbridge.train_bridge import train
 
-BRIDGE = paths.DATA / "bridge" / "bridge.pt"
+
+def curve_file(generator: str, seed: int):
+    return paths.RESULTS / "train" / generator / f"seed{seed}.csv"
 
 
-def load_split(split: str) -> dict:
-    path = paths.DATASET / f"{split}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset split missing (run `dvc repro dataset`)")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def main(p: config.Params) -> None:
-    seed_everything(p.train.seed)
-    G = registry.load_generator(paths.MODELS / "generator.pt").to(p.device)
-    bridge, curve = train(G, load_split("train"), load_split("val"), p.train, p.device,
-                          p.evaluate.lpips_seed, random_lpips=p.profile == "offline")
+def train_and_save(p: config.Params, generator: str, cfg: config.Train, out, curve_out, desc: str):
+    """Train one bridge with ``cfg`` on ``generator``'s faces; write it and its curve."""
+    seed_everything(cfg.seed)
+    G = registry.load_generator(paths.generator_file(generator)).to(p.device)
+    lpips = profile_lpips(p) if cfg.loss_lpips > 0 else None
+    bridge, curve = train(G, load_split(generator, "train"), load_split(generator, "val"), cfg, p.device,
+                          lpips, cfg.batch_for(generator), predict_ws(p, generator, cfg.predict_groups), desc)
     save_torch({"kind": "bridge", "state_dict": bridge.cpu().state_dict(), "init_kwargs": bridge.init_kwargs,
-                          "params": dataclasses.asdict(p.train)}, BRIDGE)
-    write_csv(paths.RESULTS / "train" / "curve.csv", curve)
+                "params": dataclasses.asdict(cfg), "generator": generator}, out)
+    write_csv(curve_out, curve)
+    return G, bridge
+
+
+def main(p: config.Params, generator: str, seed: str) -> None:
+    cfg = dataclasses.replace(p.train, seed=int(seed))
+    train_and_save(p, generator, cfg, paths.bridge_file(generator, cfg.seed), curve_file(generator, cfg.seed),
+                   f"train bridge {generator} seed {seed}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""Stage ``ablate``: one ablation cell and seed (params ``ablate``; DVC ``matrix`` over cells x seeds).
+
+``python -m clipbridge.stages.ablate CELL SEED`` trains a bridge with the headline recipe
+(``train``) changed as the cell says, for ``ablate.steps`` steps with ``train.seed = SEED``,
+on the cell's generator, and scores it on that generator's test split (image metrics).
+Output (committed): ``results/ablate/<cell>/seed<seed>.json``; the ``ablations`` stage
+aggregates the cells into tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from clipbridge import config, invert, paths, registry
+from clipbridge.evaluate import Scorer, finite, summarize
+from clipbridge.io import from_uint8, write_json
+from clipbridge.stages import load_split, profile_lpips, run
+from clipbridge.stages.evaluate import _timed
+from clipbridge.stages.train import train_and_save
+
+
+def result_file(cell: str, seed: int):
+    return paths.RESULTS / "ablate" / cell / f"seed{seed}.json"
+
+
+def main(p: config.Params, cell_name: str, seed: str) -> None:
+    if cell_name not in p.ablate.cells:
+        raise KeyError(f"params.yaml: unknown ablation cell '{cell_name}'; available: {sorted(p.ablate.cells)}")
+    cell = p.ablate.cells[cell_name]
+    cfg = cell.train_config(p.train, p.ablate.steps, int(seed))
+    work = paths.DATA / "ablate" / f"{cell_name}-{seed}"  # DVC-cached: the cell's bridge and its curve
+    G, bridge = train_and_save(p, cell.generator, cfg, work / "bridge.pt", work / "curve.csv",
+                               f"ablate {cell_name} seed {seed}")
+    bridge = bridge.to(p.device)
+    encoder = registry.load_encoder(paths.ENCODER).to(p.device)
+    images = from_uint8(load_split(cell.generator, "test")["images"]).to(p.device)
+    _, recon, ms = _timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, p.evaluate.batch)
+    scores = summarize(Scorer(images, profile_lpips(p), p.evaluate.batch, attributes=False)(recon))
+    write_json(result_file(cell_name, cfg.seed), finite({
+        "cell": cell_name, "generator": cell.generator, "seed": cfg.seed, "steps": cfg.steps,
+        "config": dataclasses.asdict(cfg), "ms_per_image": ms, **scores,
+    }))
+
+
+if __name__ == "__main__":
+    run(main)
