@@ -12,10 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from clipbridge import config, invert, paths, registry
-from clipbridge.evaluate import Scorer, finite, summarize
+from clipbridge.evaluate import Scorer, finite, summarize, timed
 from clipbridge.io import from_uint8, write_json
 from clipbridge.stages import load_split, profile_lpips, run
-from clipbridge.stages.evaluate import _timed
 from clipbridge.stages.train import train_and_save
 
 
@@ -34,7 +33,7 @@ def main(p: config.Params, cell_name: str, seed: str) -> None:
     bridge = bridge.to(p.device)
     encoder = registry.load_encoder(paths.ENCODER).to(p.device)
     images = from_uint8(load_split(cell.generator, "test")["images"]).to(p.device)
-    _, recon, ms = _timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, p.evaluate.batch)
+    _, recon, ms = timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, p.evaluate.batch)
     scores = summarize(Scorer(images, profile_lpips(p), p.evaluate.batch, attributes=False)(recon))
     write_json(result_file(cell_name, cfg.seed), finite({
         "cell": cell_name, "generator": cell.generator, "seed": cfg.seed, "steps": cfg.steps,

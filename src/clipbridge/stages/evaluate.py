@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clipbridge import config, invert, paths, registry
-from clipbridge.evaluate import Scorer, across_seeds, finite, gap_closed, summarize, synthesize
+from clipbridge.evaluate import Scorer, across_seeds, finite, gap_closed, summarize, synthesize, timed
 from clipbridge.io import from_uint8, save_torch, seed_everything, write_csv, write_json
 from clipbridge.stages import load_split, profile_lpips, run
 
@@ -44,20 +44,6 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _timed(G, latents_of, images: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """``latents_of(x) -> ws`` plus synthesis over ``images``: ws, images, ms per image (both timed)."""
-    ws, out, seconds = [], [], 0.0
-    for i in range(0, images.shape[0], batch):
-        t = time.perf_counter()
-        w = latents_of(images[i:i + batch]).detach()
-        with torch.no_grad():
-            y = G.synthesis(w, noise_mode="const")
-        seconds += time.perf_counter() - t
-        ws.append(w)
-        out.append(y)
-    return torch.cat(ws), torch.cat(out), 1000.0 * seconds / images.shape[0]
 
 
 def _optimize(G, target, ws_init, space, cfg, lpips, std, record_at):
@@ -105,7 +91,7 @@ def main(p: config.Params, generator: str) -> None:
                           "psnr": s["psnr"], "lpips": s["lpips"]})
 
     # the floor
-    mean_ws, recon, ms = _timed(G, lambda x: invert.mean_ws(G, x.shape[0]), images, ev.batch)
+    mean_ws, recon, ms = timed(G, lambda x: invert.mean_ws(G, x.shape[0]), images, ev.batch)
     summary["mean_latent"] = record("mean_latent", recon, ms, slice(0, images.shape[0]))
     subset["mean_latent"] = {**summarize([r for r in rows if r["method"] == "mean_latent" and r["index"] < n_opt]),
                              "ms_per_image": ms}
@@ -115,7 +101,7 @@ def main(p: config.Params, generator: str) -> None:
     per_seed, bridge_ws = [], {}
     for s, bridge in bridges.items():
         with torch.no_grad():
-            ws, recon, ms = _timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, ev.batch)
+            ws, recon, ms = timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, ev.batch)
         per_seed.append({**record("bridge", recon, ms, slice(0, images.shape[0]), seed=s), "seed": s})
         bridge_ws[s] = ws
         if s == p.train.seeds[0]:
