@@ -116,12 +116,13 @@ def _data():
     return x, caps
 
 
-def _torchrun(job: Path, nproc: int) -> None:
+def _torchrun(job: Path, nproc: int, script: str = __file__) -> None:
+    """Run ``script JOB`` as ``nproc`` torchrun ranks (free port: ``--standalone``); assert success."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(oc.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          f"--nproc_per_node={nproc}", __file__, str(job)],
+                          f"--nproc_per_node={nproc}", script, str(job)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 

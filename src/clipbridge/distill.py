@@ -13,6 +13,11 @@ Exact resume: the training z of step ``s`` is drawn from its own numpy PCG64 str
 checkpoint holds weights, EMA weights, optimizer state, the curve and the torch RNG state, so a
 run interrupted at a checkpoint and resumed gives bit-identical weights on CPU.
 
+Data parallel (``torchrun``, see :mod:`clipbridge.distributed`): every rank takes its shard of
+the step's z, the loss is a per-row mean scaled by ``mean_scale``, the W average moves with the
+mean w of the whole global batch (gathered), and the EMA, optimizer and resume state stay
+identical on every rank; rank 0 alone writes the checkpoint and the curve.
+
 Checkpoints are written with :func:`clipbridge.models.stylegan2.save_checkpoint` (atomic):
 ``state_dict`` is the evaluated model (the EMA student when ``ema_beta > 0``), loadable with
 :func:`~clipbridge.models.stylegan2.load_checkpoint`; the extras are ``step``, ``seconds``,
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipbridge import schedule
+from clipbridge import distributed, schedule
 from clipbridge.io import write_csv
 from clipbridge.metrics import psnr
 from clipbridge.models.stylegan2 import CheckpointError, Generator, load_checkpoint, save_checkpoint
@@ -149,12 +154,20 @@ def lr_at(cfg: DistillConfig, step: int) -> float:
 
 
 def distill_loss(cfg: DistillConfig, G: Generator, target: torch.Tensor, z: torch.Tensor,
-                 lpips: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 lpips: torch.nn.Module | None = None, total: int | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted loss of the student on ``z [N, 100]`` against ``target [N, 3, R, R]`` -> (loss, terms).
 
-    Runs the mapping in G's mode (training mode updates ``w_avg``).
+    Every term is a mean over rows (and pixels), as is every logged value. In training mode
+    the mapping's ``w_avg`` moves towards the mean w of the global batch: under data
+    parallelism ``z`` is this rank's shard of ``total`` rows (default: equal shards) and the w
+    of all ranks are gathered, so every rank tracks the same average as one process would.
     """
-    ws = G.mapping(z, None)
+    ws = G.mapping(z, None, update_w_avg=False)
+    m = G.mapping
+    if G.training and m.w_avg_beta is not None:
+        with torch.no_grad():
+            m.w_avg.copy_(distributed.gather_rows(ws[:, 0].detach(), total).mean(dim=0).lerp(m.w_avg, m.w_avg_beta))
     pyramid = synthesis_pyramid(G, ws, cfg.fused_modconv)
     img = pyramid[G.img_resolution]
     terms: dict[str, torch.Tensor] = {}
@@ -175,6 +188,18 @@ def distill_loss(cfg: DistillConfig, G: Generator, target: torch.Tensor, z: torc
         logged = {f"loss_{k}": float(v) for k, v in terms.items()}
         logged["psnr_train"] = float(psnr(img.detach(), target).mean())
     return loss, logged
+
+
+class _DistillLoss(torch.nn.Module):
+    """:func:`distill_loss` on the student's shard of a global batch of ``cfg.batch`` rows, as one
+    module whose forward DDP wraps (the LPIPS-rand network is frozen)."""
+
+    def __init__(self, cfg: DistillConfig, G: Generator, lpips: torch.nn.Module | None):
+        super().__init__()
+        self.cfg, self.G, self.lpips = cfg, G, lpips
+
+    def forward(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return distill_loss(self.cfg, self.G, target, z, self.lpips, self.cfg.batch)
 
 
 @torch.no_grad()
@@ -263,6 +288,12 @@ def train(cfg: DistillConfig, ckpt_path: str | Path, curve_csv: str | Path | Non
     ``stop_at_step``: also stop (with a checkpoint) once this step is reached (tests, chaining).
     Resuming checks that the architecture fields of ``cfg`` match the checkpoint's; the other
     fields (steps, lr, losses, budget) may change between calls, e.g. to extend a run.
+
+    Under torchrun (after :func:`clipbridge.distributed.init`; ``device`` = this rank's) every
+    rank trains on its rows of each step's ``cfg.batch`` z and evaluates its rows of the
+    held-out z; the curve holds global means, the time budget stops all ranks at the same
+    step, every rank resumes from the same checkpoint and rank 0 alone writes. The result
+    equals a one-process run up to the order of float sums.
     """
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -276,6 +307,8 @@ def train(cfg: DistillConfig, ckpt_path: str | Path, curve_csv: str | Path | Non
 def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teacher, stop_at_step):
     from tqdm import tqdm
 
+    distributed.require_group()
+    main = distributed.is_main()
     if teacher is None:
         from clipbridge.models.dcgan import from_package
         teacher = from_package()[0]
@@ -293,24 +326,31 @@ def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teach
         payload = _resume(ckpt_path, cfg, G, G_ema, opt)
         step, seconds_before, curve = int(payload["step"]), float(payload["seconds"]), list(payload["curve"])
     seconds = seconds_before
-    z_eval = heldout_z(cfg.eval_n, cfg.seed, device) if cfg.eval_every else None
+    z_eval = distributed.shard(heldout_z(cfg.eval_n, cfg.seed, device)) if cfg.eval_every else None
+    rows, scale = distributed.shard_slice(cfg.batch), distributed.mean_scale(cfg.batch)
+    step_loss = distributed.wrap(_DistillLoss(cfg, G, lpips), device)
 
     def write_curve() -> None:
-        if curve_csv is not None and curve:
+        if main and curve_csv is not None and curve:
             keys = list(dict.fromkeys(k for row in curve for k in row))
             write_csv(curve_csv, [{k: row.get(k, "") for k in keys} for row in curve])
 
+    def save() -> None:
+        if main:
+            _save(ckpt_path, cfg, G, G_ema, opt, step, seconds, curve)
+        write_curve()
+
     start = last_ckpt = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc="distill", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="distill", unit="step", dynamic_ncols=True, disable=not main)
     while step < cfg.steps:
         lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        z = training_z(cfg, step, device)
+        z = training_z(cfg, step, device)[rows]
         target = teacher_images(teacher, z, cfg.img_resolution)
-        loss, terms = distill_loss(cfg, G, target, z, lpips)
+        loss, terms = step_loss(z, target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale).backward()
         opt.step()
         if cfg.ema_beta > 0:
             _ema_update(G_ema, G, cfg.ema_beta)
@@ -319,23 +359,26 @@ def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teach
         seconds = seconds_before + now - start
         evaluate_now = cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
         if step % cfg.log_every == 0 or evaluate_now:
-            row = {"step": step, "loss": float(loss.detach()), **terms, "lr": lr, "seconds": round(seconds, 2)}
+            global_mean = {k: distributed.all_reduce_mean(v, len(z)) for k, v in {"loss": loss, **terms}.items()}
+            row = {"step": step, **global_mean, "lr": lr, "seconds": round(seconds, 2)}
             if evaluate_now:
-                row["psnr_heldout"] = heldout_psnr(G_ema if cfg.ema_beta > 0 else G, teacher, z_eval)
+                row["psnr_heldout"] = distributed.all_reduce_mean(
+                    heldout_psnr(G_ema if cfg.ema_beta > 0 else G, teacher, z_eval), len(z_eval))
             curve.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{terms['psnr_train']:.2f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr_train']:.2f}")
         bar.update(1)
-        out_of_time = (cfg.time_budget_seconds and now - start >= cfg.time_budget_seconds) or step == stop_at_step
+        out_of_time = bool(step == stop_at_step or (cfg.time_budget_seconds and distributed.any_rank(
+            now - start >= cfg.time_budget_seconds)))     # every rank stops at the same step
         if step == cfg.steps or out_of_time or now - last_ckpt >= cfg.checkpoint_every_seconds:
-            _save(ckpt_path, cfg, G, G_ema, opt, step, seconds, curve)
-            write_curve()
+            save()
             last_ckpt = time.perf_counter()
         if out_of_time:
             break
     bar.close()
     if not ckpt_path.exists():  # nothing to train (steps = 0)
-        _save(ckpt_path, cfg, G, G_ema, opt, step, seconds, curve)
+        save()
     write_curve()
+    distributed.barrier()       # every rank returns once rank 0's checkpoint is written
     model = (G_ema if cfg.ema_beta > 0 else G).eval()
     return model, {"step": step, "seconds": seconds, "curve": curve, "done": step >= cfg.steps}
 

@@ -3,24 +3,30 @@
 A training loop written with these helpers runs unchanged as ``python -m ...`` (one process, CPU
 or one GPU) and as ``torchrun --nproc_per_node=N -m ...`` (N processes, PyTorch
 DistributedDataParallel over gloo on CPU or nccl on CUDA, several machines with torchrun's
-``--nnodes`` / ``--rdzv-endpoint``). The recipe, as :func:`clipbridge.offline_clip.train` follows it:
+``--nnodes`` / ``--rdzv-endpoint``). The recipe, as :func:`clipbridge.offline_clip.train`,
+:func:`clipbridge.train_bridge.train` and :func:`clipbridge.distill.train` follow it:
 
 1. ``device = init(requested)`` once at the start of the stage (``requested`` from params);
    :func:`cleanup` at the end.
 2. Shared randomness (which rows form the global batch, their captions, augmentation draws)
-   comes from one ``torch.Generator`` seeded identically on every rank, so every rank sees the
-   same global batch; per-sample noise that should differ between ranks comes from
-   :func:`seed_rank`.
+   comes from one ``torch.Generator`` seeded identically on every rank, or from draws that are
+   a pure function of (seed, step) like the student's z, so every rank sees the same global
+   batch; per-sample noise that should differ between ranks comes from :func:`seed_rank`.
 3. Each rank takes its rows ``shard_slice(B)`` of the global batch of ``B`` rows, so the global
    batch and the step count stay those of ``params.yaml`` at any world size.
 4. The module whose ``forward`` computes the loss is wrapped with :func:`wrap` (DDP when the
-   world size is above 1: gradients are averaged over ranks during ``backward``).
-5. Losses that couple rows of the batch (contrastive losses) see the whole global batch through
-   :func:`gather_rows`. A per-row loss averaged over this rank's rows is multiplied by
-   :func:`mean_scale` (1 for equal shards), so that DDP's average is the gradient of the mean
-   over the global batch; :func:`all_reduce_mean` gives the global value for logging.
+   world size is above 1: gradients are averaged over ranks during ``backward``). Frozen
+   modules it calls (a generator, LPIPS) keep ``requires_grad`` False.
+5. Losses that couple rows of the batch (contrastive losses) and batch statistics (StyleGAN's
+   running W average) see the whole global batch through :func:`gather_rows`. A per-row loss
+   averaged over this rank's rows is multiplied by :func:`mean_scale` (1 for equal shards), so
+   that DDP's average is the gradient of the mean over the global batch;
+   :func:`all_reduce_mean` weighted by rows gives the global value for logging (validation
+   sets are sharded the same way).
 6. Only :func:`is_main` writes files (checkpoints, curves, metrics); every rank reads the same
-   resume state, so a resumed run continues identically on every rank.
+   resume state, so a resumed run continues identically on every rank. Decisions taken from
+   local state, such as a wall-clock time budget, go through :func:`any_rank` so that every
+   rank stops at the same step.
 
 Nothing happens at import. Ranks and world size come from the process group once :func:`init`
 has made it, else from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else

@@ -4,6 +4,10 @@ Loss = ``loss_rgb`` * MSE(G(bridge(emb)), image) (the report's RGB loss)
      + ``loss_lpips`` * LPIPS(G(bridge(emb)), image)
      + ``loss_latent`` * MSE(bridge(emb), latent) in the bridge's normalized space.
 Gradients flow through the frozen generator into the bridge only.
+
+Data parallel (``torchrun``, see :mod:`clipbridge.distributed`): every rank draws the same global
+batch, forwards its shard through one DDP-wrapped :class:`_BridgeLoss` and scales the per-row
+mean by ``mean_scale``; the validation set is sharded too and logged values are global means.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from clipbridge import config
+from clipbridge import config, distributed
 from clipbridge.io import from_uint8
 from clipbridge.metrics import LPIPS
 from clipbridge.models.bridge import Bridge, to_ws
@@ -68,31 +72,57 @@ def batch_loss(G, bridge: Bridge, emb, images, latents, cfg: config.Train, lpips
     return terms
 
 
+class _BridgeLoss(torch.nn.Module):
+    """:func:`batch_loss` as a module holding the bridge, so that DDP wraps exactly one forward.
+
+    G and LPIPS are frozen (``requires_grad`` False), so DDP averages the bridge's gradients only.
+    """
+
+    def __init__(self, G, bridge: Bridge, cfg: config.Train, lpips: LPIPS | None):
+        super().__init__()
+        self.G, self.bridge, self.lpips, self.cfg = G, bridge, lpips, cfg
+
+    def forward(self, emb, images, latents) -> dict:
+        return batch_loss(self.G, self.bridge, emb, images, latents, self.cfg, self.lpips)
+
+
 def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, lpips: LPIPS | None,
           batch: int, predict_ws: list[int] | None = None, desc: str = "train bridge") -> tuple[Bridge, list[dict]]:
     """Train a bridge; return it and its curve rows (step, train losses, val RGB MSE, seconds).
 
     ``lpips``: the profile's LPIPS, used only when ``cfg.loss_lpips > 0``; ``batch``: images
-    per step (per generator, :meth:`config.Train.batch_for`).
+    per step (per generator, :meth:`config.Train.batch_for`). ``device``: this process's device
+    (under torchrun the one :func:`clipbridge.distributed.init` returned).
+
+    Under torchrun every rank draws the same global batch of ``batch`` rows and trains on its
+    shard; the result equals a one-process run up to the order of float sums, and every rank
+    returns the same bridge and curve (global means). G and LPIPS are expected frozen (as
+    ``registry.load_generator`` and :class:`LPIPS` leave them): DDP averages the gradients of
+    every parameter that requires one.
     """
+    distributed.require_group()
     torch.manual_seed(cfg.seed)
     lat_train = target_latents(G, train_data, cfg.target)
     bridge = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train, predict_ws,
                           emb_sample=train_data["emb"][:1024]).to(device)
     lpips = lpips if cfg.loss_lpips > 0 else None
     opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)     # the same global batches on every rank
     n = train_data["emb"].shape[0]
+    total = min(batch, n)
+    rows, scale = distributed.shard_slice(total), distributed.mean_scale(total)
+    step_loss = distributed.wrap(_BridgeLoss(G, bridge, cfg, lpips), device)
     curve, t0 = [], time.perf_counter()
-    val_emb = val_data["emb"].to(device)
-    val_img = from_uint8(val_data["images"]).to(device)
+    val_rows = distributed.shard_slice(val_data["emb"].shape[0])
+    val_emb = val_data["emb"][val_rows].to(device)
+    val_img = from_uint8(val_data["images"][val_rows]).to(device)
     running: dict[str, float] = {}
-    for step in tqdm(range(1, cfg.steps + 1), desc=desc, unit="step"):
-        idx = torch.randint(n, (min(batch, n),), generator=gen)
-        terms = batch_loss(G, bridge, train_data["emb"][idx].to(device), from_uint8(train_data["images"][idx]).to(device),
-                           lat_train[idx].to(device), cfg, lpips)
+    for step in tqdm(range(1, cfg.steps + 1), desc=desc, unit="step", disable=not distributed.is_main()):
+        idx = torch.randint(n, (total,), generator=gen)[rows]
+        terms = step_loss(train_data["emb"][idx].to(device), from_uint8(train_data["images"][idx]).to(device),
+                          lat_train[idx].to(device))
         opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        (terms["total"] * scale).backward()
         opt.step()
         for k, v in terms.items():
             running[k] = running.get(k, 0.0) + v.item()
@@ -100,8 +130,10 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
             k = step % cfg.log_every or cfg.log_every
             with torch.no_grad():
                 val = (G.synthesis(to_ws(G, bridge(val_emb), cfg.target), noise_mode="const") - val_img).pow(2).mean()
-            curve.append({"step": step, **{f"train_{key}": v / k for key, v in running.items()},
-                          "val_rgb": float(val), "seconds": round(time.perf_counter() - t0, 3)})
+            curve.append({"step": step, **{f"train_{key}": distributed.all_reduce_mean(v, len(idx)) / k
+                                           for key, v in running.items()},
+                          "val_rgb": distributed.all_reduce_mean(val, len(val_emb)),
+                          "seconds": round(time.perf_counter() - t0, 3)})
             running = {}
     return bridge.eval(), curve
 

@@ -5,13 +5,16 @@
 on the cell's generator, and scores it on that generator's test split (image metrics).
 Output (committed): ``results/ablate/<cell>/seed<seed>.json``; the ``ablations`` stage
 aggregates the cells into tables.
+
+Several processes: ``torchrun --nproc_per_node=N -m clipbridge.stages.ablate CELL SEED`` trains
+the bridge data-parallel (see clipbridge.distributed); rank 0 alone scores it and writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from clipbridge import config, invert, paths, registry
+from clipbridge import config, distributed, invert, paths, registry
 from clipbridge.evaluate import Scorer, finite, summarize, timed
 from clipbridge.io import from_uint8, write_json
 from clipbridge.stages import load_split, profile_lpips, run
@@ -28,8 +31,11 @@ def main(p: config.Params, cell_name: str, seed: str) -> None:
     cell = p.ablate.cells[cell_name]
     cfg = cell.train_config(p.train, p.ablate.steps, int(seed))
     work = paths.DATA / "ablate" / f"{cell_name}-{seed}"  # DVC-cached: the cell's bridge and its curve
-    G, bridge = train_and_save(p, cell.generator, cfg, work / "bridge.pt", work / "curve.csv",
-                               f"ablate {cell_name} seed {seed}")
+    with distributed.session(p.device) as device:   # no-op unless launched by torchrun
+        G, bridge = train_and_save(p, cell.generator, cfg, work / "bridge.pt", work / "curve.csv",
+                                   f"ablate {cell_name} seed {seed}", device)
+    if not distributed.is_main():
+        return
     bridge = bridge.to(p.device)
     encoder = registry.load_encoder(paths.ENCODER).to(p.device)
     images = from_uint8(load_split(cell.generator, "test")["images"]).to(p.device)

@@ -10,13 +10,17 @@ resuming from the training state when present, up to ``distill.steps`` or for
   the default config; must survive between runs (DVC ``persist: true``).
 - ``results/distill/curve.csv`` (plot), ``results/distill/metrics.json`` (metrics),
   ``results/figures/teacher_student.pdf``.
+
+Several processes: ``torchrun --nproc_per_node=N -m clipbridge.stages.distill`` trains the same
+global batch with DDP (see clipbridge.distributed); every rank resumes from the checkpoint, and
+rank 0 alone writes it and then evaluates and writes the other outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from clipbridge import paths
+from clipbridge import distributed, paths
 from clipbridge.distill import DistillConfig, evaluate, heldout_z, teacher_student_grid, train
 from clipbridge.io import seed_everything, write_json
 from clipbridge.models.dcgan import from_package
@@ -34,8 +38,11 @@ def main(p) -> None:
     cfg: DistillConfig = p.distill
     seed_everything(cfg.seed)
     teacher, teacher_sha = from_package()
-    teacher = teacher.to(p.device)
-    G, state = train(cfg, CHECKPOINT, CURVE, device=p.device, resume=True, teacher=teacher)
+    with distributed.session(p.device) as device:   # no-op unless launched by torchrun
+        teacher = teacher.to(device)
+        G, state = train(cfg, CHECKPOINT, CURVE, device=device, resume=True, teacher=teacher)
+    if not distributed.is_main():
+        return
     if not state["done"]:
         print(f"distill: stopped at step {state['step']}/{cfg.steps} (time budget); outputs describe that step")
     metrics = evaluate(G, teacher, n=cfg.final_eval_n, seed=cfg.seed, lpips_seed=cfg.lpips_seed,
@@ -45,7 +52,7 @@ def main(p) -> None:
                                  "lpips_variant": "LPIPS-rand", "teacher_sha256": teacher_sha,
                                  "checkpoint_mb": round(CHECKPOINT.stat().st_size / 2**20, 2),
                                  "config": dataclasses.asdict(cfg)}))
-    teacher_student_grid(G, teacher, heldout_z(GRID_N, cfg.seed, p.device), FIGURE)
+    teacher_student_grid(G, teacher, heldout_z(GRID_N, cfg.seed, device), FIGURE)
 
 
 def _finite(obj):
