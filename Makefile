@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-bibtex-extra
 
-.PHONY: setup repro test paper clean latex-deps bench
+.PHONY: setup repro sweep test paper clean latex-deps bench
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 repro: setup
 	PATH=$(BIN):$$PATH dvc repro
+
+# The ablation matrix as DVC queued experiments on JOBS workers, collected by `dvc repro`
+# (src/clipbridge/sweep.py; README, "Scaling up").
+JOBS ?= 1
+sweep: setup
+	PATH=$(BIN):$$PATH python -m clipbridge.sweep --jobs $(JOBS)
 
 test: setup
 	PATH=$(BIN):$$PATH python -m pytest -q
