@@ -23,3 +23,23 @@ def test_a_typed_result_is_caught():
     tex = "\\begin{document}\nThe bridge reaches 17.7~dB on \\texttt{dcgan64} (\\cite{x2}).\n% 12 in a comment\n"
     assert typed_digits(tex) == ["The bridge reaches 17.7~dB on \\texttt{dcgan64} (\\cite{x2})."]
     assert typed_digits(tex.replace("17.7", "\\PsnrBridge{}")) == []
+
+
+def test_appendix_hashes_are_the_ones_dvc_lock_records(repo_root):
+    """paper/generated/repro_table.tex fingerprints key outputs; each must match dvc.lock."""
+    import re
+
+    import yaml
+
+    root = Path(repo_root)
+    rows = re.findall(r"\\texttt\{([^}]+)\} & \\texttt\{([0-9a-f]{12})\}",
+                      (root / "paper/generated/repro_table.tex").read_text())
+    assert len(rows) >= 6, rows
+    locked = {}
+    for stage in yaml.safe_load((root / "dvc.lock").read_text())["stages"].values():
+        for out in stage.get("outs", []):
+            locked[out["path"]] = out["md5"]
+    for path, prefix in rows:
+        path = path.replace("\\_", "_")
+        assert path in locked, f"{path} is not an output in dvc.lock"
+        assert locked[path].startswith(prefix), f"{path}: paper says {prefix}, dvc.lock {locked[path]}"

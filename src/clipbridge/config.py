@@ -146,6 +146,9 @@ class Photos:
 @dataclass(frozen=True)
 class Figures:
     n_grid: int = 8                 # faces in the reconstruction grid
+    retrieval: list[str] = field(default_factory=lambda: ["lighting=bright", "background=black"])
+                                    # CLIP retrieval figure: 'attribute=value' queries (held-out paraphrase wording)
+    retrieval_k: int = 6            # faces retrieved per query
 
 
 @dataclass(frozen=True)

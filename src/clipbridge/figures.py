@@ -103,6 +103,39 @@ def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, tit
 
 
 
+def clip_retrieval(rows: list[dict], out: Path, title: str) -> None:
+    """Text -> image retrieval: per query, the top-k test faces, each marked by whether its
+    measured attribute has the queried value.
+
+    ``rows``: ``{query, images [k, 3, H, W] in [-1, 1], match [k] bool, base_rate}``; the row
+    label gives the query, its precision@k and the share of test faces with that value (chance).
+    """
+    k = max(r["images"].shape[0] for r in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(0.8 * k + 2.2, 0.85 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        imgs = ((row["images"].clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+        for c in range(k):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if c >= len(imgs):
+                ax.axis("off")
+                continue
+            ax.imshow(imgs[c], interpolation="nearest")
+            hit = bool(row["match"][c])
+            for spine in ax.spines.values():       # matches: thick blue frame; misses: thin grey
+                spine.set_visible(True)
+                spine.set_color(PALETTE[0] if hit else "0.6")
+                spine.set_linewidth(2.5 if hit else 0.5)
+        precision = sum(bool(m) for m in row["match"]) / len(row["match"])
+        axes[r][0].set_ylabel(f"{row['query']}\nP@{len(row['match'])} {precision:.2f} "
+                              f"(chance {row['base_rate']:.2f})", fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    save(fig, out)
+
+
 def speed_quality(curve: list[dict], subset: dict[str, dict], out: Path, title: str) -> None:
     """PSNR against ms per image (log): optimization runs as curves, one-shot methods as points.
 

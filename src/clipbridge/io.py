@@ -16,13 +16,21 @@ import numpy as np
 import torch
 
 
-def sha256_of(path: Path | str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def _digest(path: Path | str, h) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_of(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return _digest(path, hashlib.sha256())
+
+
+def md5_of(path: Path | str) -> str:
+    """Hex MD5 of a file's bytes: the hash ``dvc.lock`` records for a file output."""
+    return _digest(path, hashlib.md5())
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,8 @@
 """Stage ``figures``: render the bridge study's figures from the pipeline's outputs into results/figures/bridge/.
 
-Per generator: its training curve, its reconstructions and its speed/quality plane; across
-cells: the depth and target-space ablations. (The layer-group figures come from the ``edits``
+The offline CLIP's training curve and a text -> image retrieval grid (the profile's encoder on the
+captioned test faces of ``clip_data``); per generator: its training curve, its reconstructions and
+its speed/quality plane; across cells: the depth and target-space ablations. (The layer-group figures come from the ``edits``
 stage, the student's grid from ``distill``.)
 """
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from clipbridge import config, figures, paths
-from clipbridge.io import read_json
+from clipbridge import captions, config, figures, paths, registry
+from clipbridge.io import from_uint8, read_json
 from clipbridge.stages import run
+from clipbridge.stages.clip_data import CLIP_DATA
 from clipbridge.stages.evaluate import out_dir, samples_file
 from clipbridge.stages.models import load_provenance
 from clipbridge.stages.train import curve_file
@@ -25,11 +27,38 @@ def caption_suffix(prov: dict, generator: str) -> str:
 OUT = paths.FIGURES / "bridge"
 
 
+def retrieval_rows(encoder, test: dict, queries: list[str], k: int) -> list[dict]:
+    """For each ``attribute=value`` query: its held-out paraphrase prompt, the ``k`` test faces
+    whose image embeddings are closest to the prompt's, whether each one's measured attribute has
+    that value, and the share of all test faces that have it."""
+    images = from_uint8(test["images"])
+    with torch.no_grad():
+        emb = torch.cat([encoder.encode_image(images[i:i + 256]) for i in range(0, len(images), 256)])
+    rows = []
+    for q in queries:
+        attribute, _, value = q.partition("=")
+        prompts = captions.zero_shot_prompts(attribute, paraphrased=True)
+        if value not in prompts:
+            raise ValueError(f"params.yaml figures.retrieval: {q!r}: '{attribute}' has the values {list(prompts)}")
+        with torch.no_grad():
+            scores = emb @ encoder.encode_text([prompts[value][0]])[0]
+        top = scores.topk(k).indices
+        truth = [a[attribute] == value for a in test["attrs"]]
+        rows.append({"query": prompts[value][0], "images": images[top], "match": [truth[i] for i in top.tolist()],
+                     "base_rate": sum(truth) / len(truth)})
+    return rows
+
+
 def main(p: config.Params) -> None:
     figures.setup_style()
     prov = load_provenance(p)
     figures.clip_curve(figures.read_csv(paths.RESULTS / "clip" / "curve.csv"), OUT / "clip_curve.pdf",
                        "offline CLIP (locked MiniLM text tower, ViT image tower)")
+    encoder = registry.load_encoder(paths.ENCODER)
+    test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
+    figures.clip_retrieval(retrieval_rows(encoder, test, p.figures.retrieval, p.figures.retrieval_k),
+                           OUT / "clip_retrieval.pdf", f"text -> image retrieval, {prov['encoder']['label']}, "
+                           f"held-out wording, {len(test['attrs'])} test faces of {', '.join(sorted(set(test['generator'])))}")
     for g in p.generators:
         suffix = caption_suffix(prov, g)
         figures.loss_curve(figures.read_csv(curve_file(g, p.train.seeds[0])), OUT / f"loss_curve_{g}.pdf",
