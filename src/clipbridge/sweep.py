@@ -43,14 +43,24 @@ class SweepError(RuntimeError):
     pass
 
 
-def dvc(*args: str, env: dict | None = None, quiet: bool = True) -> str:
-    """``dvc *args`` with this interpreter's DVC; its output, or SweepError with its last lines."""
-    run = subprocess.run([sys.executable, "-m", "dvc", *args], env=env, text=True,
-                         capture_output=quiet)
-    if run.returncode:
-        tail = "\n".join(((run.stdout or "") + (run.stderr or "")).strip().splitlines()[-5:])
-        raise SweepError(f"'dvc {' '.join(args)}' failed (exit {run.returncode})" + (f":\n{tail}" if tail else ""))
-    return run.stdout or ""
+def dvc(*args: str, env: dict | None = None, echo: bool = False) -> str:
+    """``dvc *args`` with this interpreter's DVC; its output (also shown as it comes when
+    ``echo``), or SweepError with its last lines."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    if echo:
+        with subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            lines = []
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                lines.append(line)
+        code, out = proc.returncode, "".join(lines)
+    else:
+        run = subprocess.run(cmd, env=env, text=True, capture_output=True)
+        code, out = run.returncode, run.stdout + run.stderr * bool(run.returncode)
+    if code:
+        tail = "\n".join(out.strip().splitlines()[-5:])
+        raise SweepError(f"'dvc {' '.join(args)}' failed (exit {code})" + (f":\n{tail}" if tail else ""))
+    return out
 
 
 def plan(root: str | Path, stage: str) -> tuple[list[str], list[str]]:
@@ -92,7 +102,7 @@ def run(jobs: int, stage: str = "ablate", root: str | Path = ".", poll_seconds: 
                          f"wait for them or remove them (dvc queue remove --queued)")
     if upstream:
         print(f"sweep: dvc repro {' '.join(upstream)}", flush=True)
-        dvc("repro", *upstream, quiet=False)
+        dvc("repro", *upstream, echo=True)
     stale = sorted(json.loads(dvc("status", "--json", *items) or "{}"))
     names: list[str] = []
     if stale:
@@ -106,7 +116,7 @@ def run(jobs: int, stage: str = "ablate", root: str | Path = ".", poll_seconds: 
         except BaseException:
             _abandon(root, names)
             raise
-    collected = dvc("repro")
+    collected = dvc("repro", echo=True)
     ran = sorted(set(re.findall(rf"Running stage '({re.escape(stage)}@[^']+)'", collected)))
     if names:
         dvc("exp", "remove", *names)          # also clears them from `dvc queue status`
