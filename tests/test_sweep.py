@@ -1,6 +1,6 @@
 """The queued sweep (``make sweep``): the ablation matrix run as DVC queued experiments on 2
-workers gives the same bridges and the same table as running its stages one by one, and leaves
-the workspace up to date with no experiments behind."""
+workers gives the same bridges and the same table as running its stages one by one (with the
+same number of torch threads), and leaves the workspace up to date with no experiments behind."""
 
 import json
 import shutil
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clipbridge.sweep import worker_env
 from helpers import dvc
 
 pytestmark = pytest.mark.slow          # uses the smoke pipeline (conftest.smoke_repo); CI runs it
@@ -53,6 +54,8 @@ def test_queued_sweep_on_two_workers_equals_the_stages_run_one_by_one(tmp_path, 
     assert all(f",{params['ablate']['steps']}," in row for row in table[1:])
     swept = _outputs(root)
 
-    _ok(dvc(["repro", "--force", "--single-item", *items], root, env))   # the same stages, one by one
+    # the same stages, one by one, with the torch threads of a worker (float sums depend on them)
+    threads = {k: worker_env(2)[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    _ok(dvc(["repro", "--force", "--single-item", *items], root, {**env, **threads}))
     _ok(dvc(["repro", "ablations"], root, env))
     assert _outputs(root) == swept
