@@ -1,0 +1,73 @@
+"""Diagnostic (printed, not a test): is an attribute in the offline CLIP's image embedding at all?
+
+Zero-shot accuracy measures image *and* text alignment; a linear probe on the image embedding
+alone separates "the image tower never learned it" from "the text side does not match it".
+Trains a multinomial logistic probe (L-BFGS, L2 1e-3) per attribute on the first 4,096 captioned
+training faces of ``clip_data`` and scores it on the 1,024 test faces (faces whose attribute was
+not measured are left out), for the committed offline CLIP and for the same architecture at its
+random initialization. Needs ``dvc repro clip_data`` (or ``dvc pull``) first.
+
+    python benchmarks/clip_probe.py
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from clipbridge import config, offline_clip
+from clipbridge.io import from_uint8
+from clipbridge.stages.clip import CHECKPOINT, model_config
+from clipbridge.stages.clip_data import CLIP_DATA
+
+ATTRIBUTES = ("gender", "age_bracket", "mouth", "pose", "tilt", "lighting", "background")
+N_TRAIN = 4096
+
+
+def embed(model, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return offline_clip.encode_images(model.eval(), from_uint8(images))
+
+
+def probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, classes: int) -> torch.Tensor:
+    """Predicted classes of ``x_test`` from a logistic probe fitted on ``(x, y)``."""
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w * 10 + b, y) + 1e-3 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return (x_test @ w * 10 + b).argmax(1)
+
+
+def main() -> None:
+    p = config.load()
+    train = torch.load(CLIP_DATA / "train.pt", weights_only=True)
+    test = torch.load(CLIP_DATA / "test.pt", weights_only=True)
+    trained, _ = offline_clip.load_checkpoint(CHECKPOINT)
+    torch.manual_seed(p.clip.seed)                       # the random init the clip stage measures
+    models = {"trained": trained, "random init": offline_clip.build_model(model_config(p.clip))}
+    print(f"{'model':12s} {'attribute':12s} {'probe acc':>9s} {'majority':>9s} {'n test':>7s}")
+    for name, model in models.items():
+        e_train, e_test = embed(model, train["images"][:N_TRAIN]), embed(model, test["images"])
+        for attr in ATTRIBUTES:
+            y_train = [a[attr] for a in train["attrs"][:N_TRAIN]]
+            index = {v: i for i, v in enumerate(sorted({v for v in y_train if v is not None}))}
+            rows = [i for i, v in enumerate(y_train) if v is not None]
+            rows_test = [i for i, a in enumerate(test["attrs"]) if a[attr] in index]
+            y = torch.tensor([index[y_train[i]] for i in rows])
+            y_test = torch.tensor([index[test["attrs"][i][attr]] for i in rows_test])
+            pred = probe(e_train[rows], y, e_test[rows_test], len(index))
+            majority = collections.Counter(y.tolist()).most_common(1)[0][0]
+            print(f"{name:12s} {attr:12s} {(pred == y_test).float().mean().item():9.3f} "
+                  f"{(y_test == majority).float().mean().item():9.3f} {len(rows_test):7d}")
+
+
+if __name__ == "__main__":
+    main()
