@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_INPUT, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -593,32 +594,40 @@ def _prologue(args):
     return device, settings, files
 
 
-def cmd_invert(args) -> list[str]:
-    device, settings, files = _prologue(args)
+@contextmanager
+def _photo_run(args, files, device):
+    """What every photo command does first: read the face, open the staging directory (failing
+    fast on an unwritable --out, before the models load) and load the generator. Yields
+    ``(phases, staging, pic, points, G)``; the caller writes into ``staging`` and commits it."""
     phases = Phases(args.quiet)
     try:
         pic, points = read_face(args, phases)
-        with Staging(args.out) as staging:     # fails fast on an unwritable --out, before the models load
+        with Staging(args.out) as staging:
             phases("load models")
-            G = load_generator(files, device)
-            image, crop = crop_face(args, pic, points, G, phases)
-            phases("load encoder + bridge")
-            encoder, bridge = load_encoder_and_bridge(files, G, device)
-            ws, refined = infer_ws(args, settings, G, encoder, bridge, image, phases, device)
-            phases("write")
-            bridged = _uint8(_synth(G, ws))[0]
-            final = bridged if refined is None else _uint8(_synth(G, refined))[0]
-            _save_png(crop, staging.path("input.png"))
-            _save_png(final, staging.path("reconstruction.png"))
-            if refined is not None:
-                _save_png(bridged, staging.path("bridge.png"))
-            _save_png(_grid([[crop, bridged] + ([] if refined is None else [final])]), staging.path("side_by_side.png"))
-            _save_latent(_latent_record(files, ws if refined is None else refined, photo=str(args.photo),
-                                        align=args.align, refine_steps=args.refine, seed=args.seed),
-                         staging.path("latent.pt"))
-            names = staging.commit()
+            yield phases, staging, pic, points, load_generator(files, device)
     finally:
         phases.close()
+
+
+def cmd_invert(args) -> list[str]:
+    device, settings, files = _prologue(args)
+    with _photo_run(args, files, device) as (phases, staging, pic, points, G):
+        image, crop = crop_face(args, pic, points, G, phases)
+        phases("load encoder + bridge")
+        encoder, bridge = load_encoder_and_bridge(files, G, device)
+        ws, refined = infer_ws(args, settings, G, encoder, bridge, image, phases, device)
+        phases("write")
+        bridged = _uint8(_synth(G, ws))[0]
+        final = bridged if refined is None else _uint8(_synth(G, refined))[0]
+        _save_png(crop, staging.path("input.png"))
+        _save_png(final, staging.path("reconstruction.png"))
+        if refined is not None:
+            _save_png(bridged, staging.path("bridge.png"))
+        _save_png(_grid([[crop, bridged] + ([] if refined is None else [final])]), staging.path("side_by_side.png"))
+        _save_latent(_latent_record(files, ws if refined is None else refined, photo=str(args.photo),
+                                    align=args.align, refine_steps=args.refine, seed=args.seed),
+                     staging.path("latent.pt"))
+        names = staging.commit()
     return names
 
 
@@ -641,60 +650,53 @@ def cmd_edit(args) -> list[str]:
     steps = cfg.strip_steps if args.steps is None else args.steps
     if steps < 1:
         raise CliError(f"--steps: must be at least 1, got {steps}", EXIT_USAGE)
-    phases = Phases(args.quiet)
-    try:
-        pic, points = read_face(args, phases)
-        with Staging(args.out) as staging:     # fails fast on an unwritable --out, before the models load
-            phases("load models")
-            G = load_generator(files, device)
-            if files.name is None:
-                raise CliError(f"{files.generator}: the file does not name its generator, so its layer groups are "
-                               f"unknown; pass --generator NAME", EXIT_USAGE)
-            try:
-                groups = edits.groups_for(cfg, files.name, G)
-            except ValueError as exc:
-                raise CliError(str(exc)) from None
-            chosen = args.group or list(groups)
-            unknown = [g for g in chosen if g not in groups]
-            if unknown:
-                raise CliError(f"{settings.source}: no layer group {unknown} for generator '{files.name}' in "
-                               f"edits.groups; available: {list(groups)}", EXIT_USAGE)
-            image, crop = crop_face(args, pic, points, G, phases)
-            phases("load encoder + bridge")
-            encoder, bridge = load_encoder_and_bridge(files, G, device)
-            ws, refined = infer_ws(args, settings, G, encoder, bridge, image, phases, device)
-            face_ws = ws if refined is None else refined
-            phases("edit")
-            shown = _shown_steps(cfg, steps)
-            scale = cfg.scale_of(files.name)
-            unit = edits.offset_unit(G, edits.w_std(G, cfg.w_std_samples, cfg.seed), scale)
-            rows = []
-            with phases.steps(len(chosen), "edit strip", unit="group") as bar:
-                for name in chosen:
-                    index = list(groups).index(name)   # a group's direction does not depend on which others are shown
-                    seed = int(np.random.SeedSequence([args.seed, index]).generate_state(1)[0])
-                    strip = edits.report_strip(G, face_ws, {name: groups[name]}, strength, shown, seed, unit)
-                    rows.append(_uint8(strip[0]))
-                    bar.update(1)
-            phases("write")
-            _save_png(crop, staging.path("input.png"))
-            _save_png(_uint8(_synth(G, face_ws))[0], staging.path("reconstruction.png"))
-            _save_png(_grid(rows), staging.path("strip.png"))
-            legend = {
-                "generator": files.name, "space": edits.space_name(G),
-                "unit": f"{scale:g} x " + ("std of the log channel scale" if edits.is_dcgan(G)
-                                           else "per-dimension std of w (sigma_w)"),
-                "rows": [{"group": g, "layers": list(groups[g])} for g in chosen],
-                "columns": [{"step": k, "magnitude": round(k * strength, 9)} for k in shown],
-                "strength": strength, "steps": steps, "seed": args.seed, "refine_steps": args.refine,
-                "photo": str(args.photo),
-            }
-            staging.path("strip.json").write_text(json.dumps(legend, indent=2, sort_keys=True) + "\n")
-            _save_latent(_latent_record(files, face_ws, photo=str(args.photo), align=args.align,
-                                        refine_steps=args.refine, seed=args.seed), staging.path("latent.pt"))
-            names = staging.commit()
-    finally:
-        phases.close()
+    with _photo_run(args, files, device) as (phases, staging, pic, points, G):
+        if files.name is None:
+            raise CliError(f"{files.generator}: the file does not name its generator, so its layer groups are "
+                           f"unknown; pass --generator NAME", EXIT_USAGE)
+        try:
+            groups = edits.groups_for(cfg, files.name, G)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        chosen = args.group or list(groups)
+        unknown = [g for g in chosen if g not in groups]
+        if unknown:
+            raise CliError(f"{settings.source}: no layer group {unknown} for generator '{files.name}' in "
+                           f"edits.groups; available: {list(groups)}", EXIT_USAGE)
+        image, crop = crop_face(args, pic, points, G, phases)
+        phases("load encoder + bridge")
+        encoder, bridge = load_encoder_and_bridge(files, G, device)
+        ws, refined = infer_ws(args, settings, G, encoder, bridge, image, phases, device)
+        face_ws = ws if refined is None else refined
+        phases("edit")
+        shown = _shown_steps(cfg, steps)
+        scale = cfg.scale_of(files.name)
+        unit = edits.offset_unit(G, edits.w_std(G, cfg.w_std_samples, cfg.seed), scale)
+        rows = []
+        with phases.steps(len(chosen), "edit strip", unit="group") as bar:
+            for name in chosen:
+                index = list(groups).index(name)   # a group's direction does not depend on which others are shown
+                seed = int(np.random.SeedSequence([args.seed, index]).generate_state(1)[0])
+                strip = edits.report_strip(G, face_ws, {name: groups[name]}, strength, shown, seed, unit)
+                rows.append(_uint8(strip[0]))
+                bar.update(1)
+        phases("write")
+        _save_png(crop, staging.path("input.png"))
+        _save_png(_uint8(_synth(G, face_ws))[0], staging.path("reconstruction.png"))
+        _save_png(_grid(rows), staging.path("strip.png"))
+        legend = {
+            "generator": files.name, "space": edits.space_name(G),
+            "unit": f"{scale:g} x " + ("std of the log channel scale" if edits.is_dcgan(G)
+                                       else "per-dimension std of w (sigma_w)"),
+            "rows": [{"group": g, "layers": list(groups[g])} for g in chosen],
+            "columns": [{"step": k, "magnitude": round(k * strength, 9)} for k in shown],
+            "strength": strength, "steps": steps, "seed": args.seed, "refine_steps": args.refine,
+            "photo": str(args.photo),
+        }
+        staging.path("strip.json").write_text(json.dumps(legend, indent=2, sort_keys=True) + "\n")
+        _save_latent(_latent_record(files, face_ws, photo=str(args.photo), align=args.align,
+                                    refine_steps=args.refine, seed=args.seed), staging.path("latent.pt"))
+        names = staging.commit()
     if not args.quiet:
         for g in chosen:
             print(f"strip row {chosen.index(g)}: group {g} {list(groups[g])}; columns: steps {shown}")
