@@ -164,10 +164,8 @@ def distill_loss(cfg: DistillConfig, G: Generator, target: torch.Tensor, z: torc
     of all ranks are gathered, so every rank tracks the same average as one process would.
     """
     ws = G.mapping(z, None, update_w_avg=False)
-    m = G.mapping
-    if G.training and m.w_avg_beta is not None:
-        with torch.no_grad():
-            m.w_avg.copy_(distributed.gather_rows(ws[:, 0].detach(), total).mean(dim=0).lerp(m.w_avg, m.w_avg_beta))
+    if G.training:
+        G.mapping.track_w_avg(distributed.gather_rows(ws[:, 0].detach(), total))
     pyramid = synthesis_pyramid(G, ws, cfg.fused_modconv)
     img = pyramid[G.img_resolution]
     terms: dict[str, torch.Tensor] = {}

@@ -300,6 +300,14 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
+    @torch.no_grad()
+    def track_w_avg(self, w: torch.Tensor) -> None:
+        """Move ``w_avg`` towards the mean of ``w [N, w_dim]`` (decay ``w_avg_beta``; no-op when
+        not tracked). Training calls it through :meth:`forward`; data-parallel training calls it
+        with the w of the whole global batch."""
+        if self.w_avg_beta is not None:
+            self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+
     def forward(
         self,
         z: torch.Tensor | None,
@@ -327,9 +335,8 @@ class MappingNetwork(torch.nn.Module):
 
         if update_w_avg is None:
             update_w_avg = self.training
-        if update_w_avg and self.w_avg_beta is not None:
-            with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if update_w_avg:
+            self.track_w_avg(x)
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
