@@ -7,6 +7,16 @@ import pytest
 from helpers import defined_macros, figure_path, graphics, typed_digits, used_macros
 
 
+def lock_entries(root: Path):
+    """``(stage, "deps" | "outs", entry)`` for every file or directory dvc.lock records."""
+    import yaml
+
+    for name, stage in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items():
+        for kind in ("deps", "outs"):
+            for entry in stage.get(kind, []):
+                yield name, kind, entry
+
+
 def test_committed_paper_is_complete(repo_root):
     root = Path(repo_root)
     tex = (root / "paper/main.tex").read_text()
@@ -31,16 +41,11 @@ def test_appendix_hashes_are_the_ones_dvc_lock_records(repo_root):
     """paper/generated/repro_table.tex fingerprints key outputs; each must match dvc.lock."""
     import re
 
-    import yaml
-
     root = Path(repo_root)
     rows = re.findall(r"\\texttt\{([^}]+)\} & \\texttt\{([0-9a-f]{12})\}",
                       (root / "paper/generated/repro_table.tex").read_text())
     assert len(rows) >= 6, rows
-    locked = {}
-    for stage in yaml.safe_load((root / "dvc.lock").read_text())["stages"].values():
-        for out in stage.get("outs", []):
-            locked[out["path"]] = out["md5"]
+    locked = {entry["path"]: entry["md5"] for _, kind, entry in lock_entries(root) if kind == "outs"}
     for path, prefix in rows:
         path = path.replace("\\_", "_")
         assert path in locked, f"{path} is not an output in dvc.lock"
@@ -53,8 +58,6 @@ def test_committed_files_are_the_ones_dvc_lock_records(repo_root):
     the committed code (`dvc status` would show nothing to rerun for them)."""
     import subprocess
 
-    import yaml
-
     from clipbridge.io import md5_of
 
     root = Path(repo_root)
@@ -63,9 +66,8 @@ def test_committed_files_are_the_ones_dvc_lock_records(repo_root):
     if not tracked:
         pytest.skip("not a git checkout")
     stale = []
-    for name, stage in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items():
-        for entry in stage.get("deps", []) + stage.get("outs", []):
-            if entry["path"] in tracked and not entry["md5"].endswith(".dir"):
-                if md5_of(root / entry["path"]) != entry["md5"]:
-                    stale.append(f"{name}: {entry['path']}")
+    for name, _, entry in lock_entries(root):
+        if entry["path"] in tracked and not entry["md5"].endswith(".dir"):
+            if md5_of(root / entry["path"]) != entry["md5"]:
+                stale.append(f"{name}: {entry['path']}")
     assert not stale, f"files that differ from dvc.lock (run dvc repro / dvc commit): {sorted(set(stale))}"

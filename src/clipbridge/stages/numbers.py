@@ -242,9 +242,10 @@ def repro_table_tex(p: config.Params, times: list[tuple[str, float]]) -> str:
     return "".join(lines)
 
 
-def run_times(p: config.Params, curve_file) -> list[tuple[str, float]]:
+def run_times(p: config.Params) -> list[tuple[str, float]]:
     """Wall times the stages recorded: training runs (all chunks) and the layer-group studies."""
     from clipbridge.figures import read_csv
+    from clipbridge.stages.train import curve_file
 
     times = [("offline CLIP training (clip)", read_csv(paths.RESULTS / "clip" / "curve.csv")[-1]["seconds"]),
              ("student distillation, all chunks (distill)", read_json(paths.RESULTS / "distill" / "metrics.json")["train_seconds"])]
@@ -275,7 +276,7 @@ def main(p: config.Params) -> None:
                " Do not edit.\n" + "".join(parts))
     write_text(paths.GENERATED / "main_table.tex", main_table_tex(evs, prov["lpips"]))
     write_text(paths.GENERATED / "clip_table.tex", clip_table)
-    write_text(paths.GENERATED / "repro_table.tex", repro_table_tex(p, run_times(p, curve_file)))
+    write_text(paths.GENERATED / "repro_table.tex", repro_table_tex(p, run_times(p)))
 
 
 if __name__ == "__main__":
