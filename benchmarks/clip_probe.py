@@ -18,7 +18,7 @@ import torch
 
 from clipbridge import config, offline_clip
 from clipbridge.io import from_uint8
-from clipbridge.stages.clip import CHECKPOINT, model_config
+from clipbridge.stages.clip import CHECKPOINT
 from clipbridge.stages.clip_data import CLIP_DATA
 
 ATTRIBUTES = ("gender", "age_bracket", "mouth", "pose", "tilt", "lighting", "background")
@@ -52,7 +52,7 @@ def main() -> None:
     test = torch.load(CLIP_DATA / "test.pt", weights_only=True)
     trained, _ = offline_clip.load_checkpoint(CHECKPOINT)
     torch.manual_seed(p.clip.seed)                       # the random init the clip stage measures
-    models = {"trained": trained, "random init": offline_clip.build_model(model_config(p.clip))}
+    models = {"trained": trained, "random init": offline_clip.build_model(offline_clip.config_from_params(p.clip))}
     print(f"{'model':12s} {'attribute':12s} {'probe acc':>9s} {'majority':>9s} {'n test':>7s}")
     for name, model in models.items():
         e_train, e_test = embed(model, train["images"][:N_TRAIN]), embed(model, test["images"])

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clipbridge import offline_clip as oc
-from clipbridge.captions import ATTRIBUTES, caption
+from clipbridge.captions import ATTRIBUTES, caption, zero_shot_prompts
 
 TINY = oc.OfflineClipConfig(embed_dim=32, image_size=32, patch_size=8, width=64, layers=2,
                             heads=2, slip_dim=16)
@@ -155,6 +155,29 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     with pytest.raises(oc.CheckpointError, match=r"other \['lr'\]"):
         oc.train(x, caps, TINY, **{**args, "lr": 1e-3}, ckpt_path=tmp_path / "b.pt")
 
+    # A finished run (here: its checkpoint deleted, as DVC does before a stage runs, and its Adam
+    # moments dropped, as benchmarks/device_train.py returns it) trains nothing and rewrites the
+    # checkpoint from the state.
+    state_file = oc.state_path(tmp_path / "b.pt")
+    state = torch.load(state_file, weights_only=True)
+    torch.save(dict(state, optimizer=dict(state["optimizer"], state={})), state_file)
+    (tmp_path / "b.pt").unlink()
+    again = oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "b.pt")
+    reloaded, info = oc.load_checkpoint(tmp_path / "b.pt")
+    assert info["step"] == 4
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]) and torch.equal(v, reloaded.state_dict()[k]), k
+
+    # Without the state, the finished checkpoint itself is reused (it persists in the pipeline),
+    # unless it was trained on other data or arguments.
+    state_file.unlink()
+    reused = oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "b.pt", curve_csv=tmp_path / "c.csv")
+    assert not (tmp_path / "c.csv").exists() and not state_file.exists()
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, reused.state_dict()[k]), k
+    oc.train(x, caps, TINY, **{**args, "steps": 5}, ckpt_path=tmp_path / "b.pt")
+    assert oc.load_checkpoint(tmp_path / "b.pt")[1]["step"] == 5
+
 
 def test_training_teaches_zero_shot_background_colour():
     x, attrs, caps = coloured_faces(64)
@@ -166,7 +189,17 @@ def test_training_teaches_zero_shot_background_colour():
     assert metrics["zs_background_train"] >= 0.9
     assert metrics["zs_background_paraphrase"] >= 0.6          # held-out wording
     assert metrics["zs_hair_color_n"] == 0 and "zs_hair_color_train" not in metrics
+    assert metrics["zs_background_classes"] == len(zero_shot_prompts("background", False))
+    assert metrics["zs_background_train_balanced"] >= 0.9
     assert 0 <= metrics["i2t_r1"] <= metrics["i2t_r5"] <= 1
+
+
+def test_balanced_accuracy_ignores_class_frequencies():
+    truth = ["closed"] * 9 + ["open"]
+    assert oc.balanced_accuracy(["closed"] * 10, truth) == 0.5           # plain accuracy: 0.9
+    assert oc.balanced_accuracy(truth, truth) == 1.0
+    assert oc.balanced_accuracy(["open"] * 10, truth) == 0.5
+    assert oc.balanced_accuracy(["closed"] * 8 + ["open", "closed"], truth) == pytest.approx((8 / 9 + 0) / 2)
 
 
 def test_augment_slip_loss_and_schedule():

@@ -106,6 +106,12 @@ class Augment:
     jitter: float = 0.1                 # brightness, contrast, saturation factors in 1 +- jitter
 
 
+def config_from_params(c) -> OfflineClipConfig:
+    """The architecture named by params.yaml's ``clip`` section (:class:`clipbridge.config.Clip`)."""
+    return OfflineClipConfig(embed_dim=c.embed_dim, patch_size=c.patch_size, width=c.width,
+                             layers=c.layers, heads=c.heads)
+
+
 # ---------------------------------------------------------------------------- text tower
 
 
@@ -531,7 +537,9 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
               ``state_path(ckpt_path)``. Both are written every ``ckpt_every`` steps, every
               ``ckpt_seconds`` seconds, at the end, at ``until`` and on KeyboardInterrupt.
     resume:   continue from the state file when present; the data and arguments must match,
-              and the result equals an uninterrupted run (on the same device).
+              and the result equals an uninterrupted run (on the same device). Without a state
+              file, a checkpoint at ``ckpt_path`` that finished ``steps`` on the same data and
+              arguments (its ``meta.fingerprint``) is returned as it is, untrained further.
     until:    stop after this many steps (checkpointing), to be resumed later.
     curve_csv: step, loss, clip_loss, slip_loss, lr, seconds every ``log_every`` steps.
     seed:     all randomness (init, batches, caption choice, augmentation) derives from it.
@@ -588,6 +596,11 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step, seconds = int(state["step"]), float(state["seconds"])
+    elif resume and ckpt_path is not None and ckpt_path.is_file():
+        done = _read(ckpt_path, CHECKPOINT_FORMAT, ("state_dict", "step"))
+        if done.get("meta", {}).get("fingerprint") == fingerprint and int(done["step"]) >= steps:
+            _load_trained(model, done["state_dict"], ckpt_path)
+            return model.eval()
 
     # State after the last completed step: what a checkpoint holds, so that a run interrupted
     # mid-step resumes exactly where an uninterrupted run would be.
@@ -596,14 +609,16 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
     def save() -> None:
         if ckpt_path is None or not main:
             return
-        save_checkpoint(model, cfg, ckpt_path, step, meta=dict(train=args, seconds=seconds))
+        save_checkpoint(model, cfg, ckpt_path, step, meta=dict(train=args, seconds=seconds,
+                                                              fingerprint=fingerprint))
         save_torch(dict(format=STATE_FORMAT, state_dict=trained_state_dict(model),
                           head=head.state_dict(), optimizer=optimizer.state_dict(),
                           generator=rng_state, step=step, seconds=seconds,
                           fingerprint=fingerprint), state_file)
 
     stop = steps if until is None else min(until, steps)
-    if step >= stop:
+    if step >= stop:      # nothing left to train; rewrite the checkpoint (DVC removes it before a run)
+        save()
         return model.eval()
     distinct, table, counts = _caption_table(captions)
     cache = pooled_text(model, distinct)                 # [num distinct captions, 384]
@@ -686,6 +701,14 @@ def zero_shot_classifier(model: CustomTextCLIP, attribute: str, paraphrased: boo
     return list(prompts), weights
 
 
+def balanced_accuracy(pred: Sequence, truth: Sequence) -> float:
+    """Mean over the values present in ``truth`` of the share of their items predicted right."""
+    hits: dict = {}
+    for p, t in zip(pred, truth, strict=True):
+        hits.setdefault(t, []).append(p == t)
+    return float(np.mean([np.mean(h) for h in hits.values()]))
+
+
 def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping],
              captions: Sequence[str]) -> dict[str, float]:
     """Retrieval and zero-shot metrics on held-out faces.
@@ -696,8 +719,11 @@ def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping
     Returns floats: ``i2t_r1, i2t_r5, t2i_r1, t2i_r5`` and per attribute ``zs_{attr}_train``,
     ``zs_{attr}_paraphrase`` (accuracy over images where the attribute is known, argmax over all
     of its values), ``zs_{attr}_majority`` (accuracy of always guessing the commonest value),
-    ``zs_{attr}_n``; plus ``zs_mean_train`` and ``zs_mean_paraphrase`` over attributes with
-    at least one known value.
+    ``zs_{attr}_n``, ``zs_{attr}_classes`` (values to choose from); the same accuracies
+    balanced, ``zs_{attr}_{train,paraphrase}_balanced`` (mean over the values present of the
+    share of their faces classified correctly: a constant guess scores 1 / values present,
+    whatever the class frequencies); plus ``zs_mean_train``, ``zs_mean_paraphrase`` and their
+    ``_balanced`` versions over attributes with at least one known value.
     """
     if not len(images) == len(attrs_list) == len(captions):
         raise ValueError(f"got {len(images)} images, {len(attrs_list)} attribute dicts and "
@@ -711,7 +737,8 @@ def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping
     sim = img @ txt.T
     out = {"i2t_r1": _recall(sim, same, 1), "i2t_r5": _recall(sim, same, 5),
            "t2i_r1": _recall(sim.T, same, 1), "t2i_r5": _recall(sim.T, same, 5)}
-    means: dict[str, list[float]] = {"train": [], "paraphrase": []}
+    means: dict[str, list[float]] = {k: [] for k in ("train", "paraphrase", "train_balanced",
+                                                     "paraphrase_balanced")}
     for attr in ATTRIBUTES:
         known = [i for i, a in enumerate(attrs_list) if a.get(attr) is not None]
         out[f"zs_{attr}_n"] = float(len(known))
@@ -721,10 +748,13 @@ def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping
         out[f"zs_{attr}_majority"] = max(truth.count(v) for v in set(truth)) / len(truth)
         for kind in ("train", "paraphrase"):
             names, weights = zero_shot_classifier(model, attr, kind == "paraphrase")
-            pred = (img[known] @ weights.T).argmax(1).tolist()
-            acc = float(np.mean([names[p] == t for p, t in zip(pred, truth)]))
-            out[f"zs_{attr}_{kind}"] = acc
+            out[f"zs_{attr}_classes"] = float(len(names))
+            pred = [names[p] for p in (img[known] @ weights.T).argmax(1).tolist()]
+            acc = float(np.mean([p == t for p, t in zip(pred, truth)]))
+            balanced = balanced_accuracy(pred, truth)
+            out[f"zs_{attr}_{kind}"], out[f"zs_{attr}_{kind}_balanced"] = acc, balanced
             means[kind].append(acc)
+            means[f"{kind}_balanced"].append(balanced)
     for kind, accs in means.items():
         if accs:
             out[f"zs_mean_{kind}"] = float(np.mean(accs))

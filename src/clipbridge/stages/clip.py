@@ -10,8 +10,10 @@ left at its random initialization.
 
 Interruption: the resume state ``checkpoints/clip-offline.state.pt`` (git-ignored) is written
 every ``clip.ckpt_seconds``; re-running the stage continues from it and gives the same model as
-an uninterrupted run. It is deleted when training completes, so ``dvc repro --force`` retrains
-from scratch.
+an uninterrupted run. It is deleted when training completes. The finished checkpoint persists
+(DVC ``persist: true``) and records its data and arguments: a re-run with the same ones (a
+changed evaluation, ``dvc repro --force``) only measures it; other ones retrain from scratch, as
+does deleting it.
 
 Several processes: ``torchrun --nproc_per_node=N -m clipbridge.stages.clip`` trains the same
 global batch with DDP (gloo on CPU, nccl with ``device: cuda``; see clipbridge.distributed), then
@@ -28,11 +30,6 @@ from clipbridge.stages import run
 from clipbridge.stages.clip_data import CLIP_DATA
 
 CHECKPOINT = paths.CHECKPOINTS / "clip-offline.pt"
-
-
-def model_config(c: config.Clip) -> offline_clip.OfflineClipConfig:
-    return offline_clip.OfflineClipConfig(embed_dim=c.embed_dim, patch_size=c.patch_size, width=c.width,
-                                          layers=c.layers, heads=c.heads)
 
 
 def measure(model, train: dict, test: dict, alpha: float) -> dict:
@@ -52,7 +49,7 @@ def main(p: config.Params) -> None:
     distributed.seed_rank(c.seed)          # = seed_everything(c.seed) in a plain process
     train = torch.load(CLIP_DATA / "train.pt", map_location="cpu", weights_only=True)
     test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
-    cfg = model_config(c)
+    cfg = offline_clip.config_from_params(c)
     with distributed.session(p.device) as device:   # no-op unless launched by torchrun
         model = offline_clip.train(
             from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
