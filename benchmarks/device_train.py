@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 from clipbridge import config, offline_clip
-from clipbridge.io import from_uint8, to_uint8
+from clipbridge.io import from_uint8
 
 FRAGILE = 2e-3          # pixel units (0-255): a value this close to k + 0.5 may round either way
 CLIP_TRAIN = Path("data/clip/train.pt")
