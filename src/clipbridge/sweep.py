@@ -87,9 +87,9 @@ def worker_env(jobs: int) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def run(jobs: int, stage: str = "ablate", root: str | Path = ".", poll_seconds: float = 2.0) -> dict:
-    """The sweep (module docstring). Returns ``{"items", "queued", "seconds", "ran_here"}``:
-    ``ran_here`` lists matrix items the final ``dvc repro`` ran itself (none when all succeeded)."""
+def run(jobs: int, stage: str = "ablate", root: str | Path = ".", poll_seconds: float = 2.0) -> None:
+    """The sweep (module docstring). Its last line names the matrix items the final ``dvc repro``
+    ran itself instead of taking them from the queue (none when all succeeded)."""
     if jobs < 1:
         raise SweepError(f"--jobs must be at least 1, got {jobs}")
     t0 = time.perf_counter()
@@ -123,7 +123,6 @@ def run(jobs: int, stage: str = "ablate", root: str | Path = ".", poll_seconds: 
     seconds = time.perf_counter() - t0
     print(f"sweep: {len(stale)} items, {jobs} worker(s), {seconds:.0f} s wall; results collected"
           + (f"; ran here instead of from the queue: {ran}" if ran else ""), flush=True)
-    return {"items": len(items), "queued": len(names), "seconds": seconds, "ran_here": ran}
 
 
 def _wait(root, names: list[str], poll_seconds: float) -> None:
