@@ -1,12 +1,14 @@
 """Seconds per training step of the offline CLIP, with and without the cached text features.
 
     PYTHONPATH=src python benchmarks/clip_train.py [--batches 64 128] [--steps 3] [--slip 0]
+        [--precisions fp32 bf16]
 
 One step = what :func:`clipbridge.offline_clip.train` does per step (forward, ClipLoss,
 backward, AdamW). "cached": the locked MiniLM's pooled caption features are looked up, as
 ``train`` does; "uncached": each step also tokenizes its captions and runs the locked MiniLM.
-Prints one line per (batch, mode): median seconds per step over ``--steps`` timed steps (after
-one warm-up step) and images per second.
+``--precisions``: the forward's numerics (:func:`clipbridge.offline_clip.autocast`; bf16 on CPU
+also uses the plain attention kernel). Prints one line per (batch, precision, mode): median
+seconds per step over ``--steps`` timed steps (after one warm-up step) and images per second.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from clipbridge.captions import ATTRIBUTES, caption
 
 
 def step_seconds(model, head, optimizer, images, texts, cache, *, slip_weight: float,
-                 steps: int) -> float:
+                 steps: int, precision: str) -> float:
     """Median wall seconds of ``steps`` optimizer steps (after one warm-up step).
 
     images: [B, 3, 64, 64] in [-1, 1]; texts: B captions; cache: [B, 384] pooled features of
@@ -35,8 +37,9 @@ def step_seconds(model, head, optimizer, images, texts, cache, *, slip_weight: f
     for _ in range(steps + 1):
         started = time.perf_counter()
         pooled = cache if cache is not None else oc.pooled_text(model, texts)
-        losses = oc.training_losses(model, head, images, pooled, slip_weight=slip_weight,
-                                    aug=oc.Augment(), generator=generator)
+        with oc.autocast(images.device, precision):
+            losses = oc.training_losses(model, head, images, pooled, slip_weight=slip_weight,
+                                        aug=oc.Augment(), generator=generator)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--slip", type=float, default=0.0, help="slip_weight (0 = CLIP only)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=oc.PRECISIONS)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -71,12 +75,13 @@ def main() -> None:
         texts = [caption({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng)
                  for _ in range(batch)]
         cache = oc.pooled_text(model, texts)
-        for mode in ("cached", "uncached"):
-            sec = step_seconds(model, head, optimizer, images, texts,
-                               cache if mode == "cached" else None,
-                               slip_weight=args.slip, steps=args.steps)
-            print(f"batch {batch:4d}  text {mode:8s}  slip {args.slip:g}  "
-                  f"{sec:7.3f} s/step  {batch / sec:8.1f} images/s", flush=True)
+        for precision in args.precisions:
+            for mode in ("cached", "uncached"):
+                sec = step_seconds(model, head, optimizer, images, texts,
+                                   cache if mode == "cached" else None, slip_weight=args.slip,
+                                   steps=args.steps, precision=precision)
+                print(f"batch {batch:4d}  {precision}  text {mode:8s}  slip {args.slip:g}  "
+                      f"{sec:7.3f} s/step  {batch / sec:8.1f} images/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The offline CLIP: pretrained locked text tower, trained image tower, checkpoints, training."""
 
+import csv
 import random
 
 import pytest
@@ -232,3 +233,42 @@ def test_ridge_r2():
     assert abs(oc.ridge_r2(emb[:300], noise[:300], emb[300:], noise[300:], alpha=1.0)) < 0.15
     assert oc.ridge_r2(emb[:300].numpy(), y[:300, 0].numpy(), emb[300:].numpy(),
                        y[300:, 0].numpy()) > 0.95
+
+
+def test_held_out_curve_watches_without_changing_the_run(tmp_path):
+    x, _, caps = coloured_faces(48)
+    held_out = (x[32:], [c[0] for c in caps[32:]])
+    args = dict(steps=4, slip_weight=0.5, seed=1, log_every=3, **FAST)
+    plain = oc.train(x[:32], caps[:32], TINY, **args)
+    watched = oc.train(x[:32], caps[:32], TINY, **args, val=held_out, eval_every=2,
+                       curve_csv=tmp_path / "c.csv")
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, watched.state_dict()[k]), k
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert [r["step"] for r in rows] == ["2", "3", "4"]     # log_every 3, eval_every 2, the end
+    assert rows[1]["val_clip_loss"] == ""                     # step 3: no held-out evaluation
+    for r in (rows[0], rows[2]):
+        assert 0 < float(r["val_clip_loss"]) < 10
+        assert 0 <= float(r["val_i2t_r1"]) <= 1 and 0 <= float(r["val_t2i_r1"]) <= 1
+    # recall@1 counts a retrieved face with the same caption string as a hit
+    same = oc._same_caption(["a", "b", "a"])
+    assert same.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+
+
+def test_bf16_precision_trains_and_is_part_of_the_fingerprint(tmp_path):
+    x, attrs, caps = coloured_faces(64)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'; available: \['fp32', 'bf16'\]"):
+        oc.train(x, caps, TINY, steps=1, precision="fp8", **FAST)
+    args = dict(steps=12, batch=32, lr=2e-3, warmup=0, schedule="constant", progress=False)
+    model = oc.train(x, caps, TINY, **args, precision="bf16", ckpt_path=tmp_path / "m.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # autocast, fp32 weights
+    metrics = oc.evaluate(model, x, attrs, [c[0] for c in caps])
+    assert metrics["zs_background_train"] >= 0.9
+    meta = oc.load_checkpoint(tmp_path / "m.pt")[1]["meta"]
+    assert meta["fingerprint"]["precision"] == "bf16"
+    # An fp32 run does not reuse the bf16 checkpoint: it trains (and its fingerprint has no
+    # precision key, as fp32 checkpoints made before the option existed).
+    oc.state_path(tmp_path / "m.pt").unlink()
+    oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "m.pt", curve_csv=tmp_path / "f.csv")
+    assert (tmp_path / "f.csv").exists()
+    assert "precision" not in oc.load_checkpoint(tmp_path / "m.pt")[1]["meta"]["fingerprint"]

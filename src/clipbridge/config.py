@@ -73,6 +73,8 @@ class Clip:
     slip_weight: float = 0.5        # SimCLR term between two views of a face (SLIP); 0 = plain CLIP
     ckpt_seconds: float = 300.0     # checkpoint at least this often (resume after interruption)
     probe_alpha: float = 1.0        # ridge strength of the latent probe
+    precision: str = "fp32"         # fp32 | bf16 (autocast; ~2x faster on CPU, offline_clip.autocast)
+    eval_every: int = 0             # held-out loss and recall@1 in the curve every this many steps (0 = off)
 
 
 @dataclass(frozen=True)

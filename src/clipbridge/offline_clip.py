@@ -357,6 +357,29 @@ def training_losses(model: CustomTextCLIP, head: nn.Module | None, x: Tensor, po
                 slip_loss=slip_loss)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The training forward's numerics: ``fp32``, or ``bf16`` autocast (matrix products in
+    bfloat16, reductions and the optimizer in float32).
+
+    On CPU, bf16 also picks PyTorch's plain ("math") attention kernel: for the ViT's 65 tokens
+    it is faster than the CPU flash kernel, whose backward took 28% of a bf16 step when profiled
+    (torch.profiler). Seconds per step: ``python benchmarks/clip_train.py --precisions fp32 bf16``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    device = torch.device(device)
+    stack = contextlib.ExitStack()
+    if precision == "bf16":
+        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+        if device.type == "cpu":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    return stack
+
+
 # ---------------------------------------------------------------------------- checkpoints
 
 
@@ -499,19 +522,55 @@ def _fingerprint(images: Tensor, captions: Sequence[Sequence[str]], args: Mappin
     return dict(args, images_sha256=data, captions_sha256=text)
 
 
+VAL_COLUMNS = ("val_clip_loss", "val_i2t_r1", "val_t2i_r1")
+
+
+def _same_caption(captions: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
+    """[N, N] bool: the captions of rows i and j are the same string (automatic captions repeat)."""
+    ids = {s: i for i, s in enumerate(dict.fromkeys(captions))}
+    cid = torch.tensor([ids[s] for s in captions], device=device)
+    return cid[:, None] == cid[None, :]
+
+
+@torch.no_grad()
+def _validate(model: CustomTextCLIP, images: Tensor, pooled: Tensor, same: Tensor, batch: int,
+              precision: str) -> dict[str, float]:
+    """Held-out curve values: the CLIP loss over consecutive batches of ``batch`` faces (one
+    caption each) and image->text / text->image recall@1 among all of them.
+
+    images: [M, 3, H, W] in [-1, 1]; pooled: [M, 384] their captions' locked text features;
+    same: [M, M] bool from :func:`_same_caption`.
+    """
+    device = model.logit_scale.device
+    was_training = model.visual.training
+    model.visual.eval()
+    with autocast(device, precision):
+        img = torch.cat([encode_images(model, images[i:i + 256].to(device)).float()
+                         for i in range(0, len(images), 256)])
+        txt = project_text(model, pooled.to(device)).float()
+    model.visual.train(was_training)
+    scale = model.logit_scale.exp().float()
+    losses = [float(ClipLoss()(img[i:i + batch], txt[i:i + batch], scale))
+              for i in range(0, len(img) - batch + 1, batch)]
+    sim = img @ txt.T
+    same = same.to(device)
+    return dict(val_clip_loss=float(np.mean(losses)) if losses else float("nan"),
+                val_i2t_r1=_recall(sim, same, 1), val_t2i_r1=_recall(sim.T, same, 1))
+
+
 def _open_curve(path: Path | None, resume_step: int
                 ) -> tuple[TextIO, csv.DictWriter] | tuple[None, None]:
     """Open the curve CSV for appending, keeping only rows up to ``resume_step``."""
     if path is None:
         return None, None
-    header = ["step", "loss", "clip_loss", "slip_loss", "lr", "seconds"]
+    header = ["step", "loss", "clip_loss", "slip_loss", "lr", "seconds", *VAL_COLUMNS]
     rows = []
     if resume_step and path.is_file():
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "w", newline="")
-    writer = csv.DictWriter(f, fieldnames=header)
+    writer = csv.DictWriter(f, fieldnames=header, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return f, writer
@@ -524,7 +583,9 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
           ckpt_path: str | Path | None = None, ckpt_every: int = 500,
           ckpt_seconds: float = 900.0, resume: bool = True, until: int | None = None,
           curve_csv: str | Path | None = None, log_every: int = 10, seed: int = 0,
-          device: str | torch.device = "cpu", progress: bool = True) -> CustomTextCLIP:
+          precision: str = "fp32", val: tuple[Tensor, Sequence[str]] | None = None,
+          eval_every: int = 0, device: str | torch.device = "cpu",
+          progress: bool = True) -> CustomTextCLIP:
     """Train the offline CLIP's image tower and text projection contrastively.
 
     images:   [N, 3, H, W] float32 in [-1, 1] (kept where they are; batches move to ``device``).
@@ -543,6 +604,12 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
     until:    stop after this many steps (checkpointing), to be resumed later.
     curve_csv: step, loss, clip_loss, slip_loss, lr, seconds every ``log_every`` steps.
     seed:     all randomness (init, batches, caption choice, augmentation) derives from it.
+    precision: "fp32" or "bf16" (see :func:`autocast`); part of the fingerprint unless fp32
+              (so that fp32 checkpoints made before the option existed stay reusable).
+    val:      held-out (images [M, 3, H, W] in [-1, 1], M captions): every ``eval_every``
+              steps and at the end the curve gets ``val_clip_loss``, ``val_i2t_r1`` and
+              ``val_t2i_r1`` (:func:`_validate`). It only watches: nothing is selected by it, and
+              it draws no random numbers, so it does not change the trained model.
     device:   this process's device; under torchrun the one ``clipbridge.distributed.init``
               returned for this rank.
     Returns the model (eval mode, on ``device``).
@@ -568,6 +635,10 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
                 weight_decay=weight_decay, warmup=warmup, schedule=schedule,
                 slip_weight=slip_weight, slip_temperature=slip_temperature,
                 aug=dataclasses.asdict(aug), seed=seed)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    if precision != "fp32":
+        args["precision"] = precision
     fingerprint = _fingerprint(images, captions, args)
 
     with torch.random.fork_rng(devices=[]):
@@ -622,6 +693,10 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         return model.eval()
     distinct, table, counts = _caption_table(captions)
     cache = pooled_text(model, distinct)                 # [num distinct captions, 384]
+    watch = val is not None and eval_every > 0 and main
+    if watch:
+        val_images, val_captions = val
+        val_pooled, val_same = pooled_text(model, val_captions), _same_caption(val_captions)
     curve_file, curve = _open_curve(Path(curve_csv) if curve_csv and main else None, step)
     model.visual.train()
     head.train()
@@ -638,9 +713,10 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
             x = images[mine].to(device)
             pooled = cache[table[mine, pick if rows is None else pick[rows]].to(device)]
             rate = lr_at(step, steps, lr, schedule, warmup)
-            losses = step_losses(x, pooled, slip_weight=slip_weight, aug=aug,
-                                 generator=generator, slip_temperature=slip_temperature,
-                                 rows=rows, total=batch)
+            with autocast(device, precision):
+                losses = step_losses(x, pooled, slip_weight=slip_weight, aug=aug,
+                                     generator=generator, slip_temperature=slip_temperature,
+                                     rows=rows, total=batch)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             updating = True
@@ -653,7 +729,10 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
             rng_state, updating = generator.get_state(), False
             seconds += time.monotonic() - started
             values = {k: float(v.detach()) for k, v in losses.items()}
-            if curve is not None and (step % log_every == 0 or step == stop):
+            if watch and (step % eval_every == 0 or step == steps):
+                values.update(_validate(model, val_images, val_pooled, val_same, batch, precision))
+            if curve is not None and (step % log_every == 0 or step == stop
+                                      or VAL_COLUMNS[0] in values):
                 curve.writerow(dict(step=step, **values, lr=rate, seconds=round(seconds, 3)))
                 curve_file.flush()
             bar.update(1)
@@ -731,9 +810,7 @@ def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping
     img = _embed_images(model, images)
     with torch.no_grad():
         txt = encode_texts(model, captions)
-    ids = {s: i for i, s in enumerate(dict.fromkeys(captions))}
-    cid = torch.tensor([ids[s] for s in captions], device=img.device)
-    same = cid[:, None] == cid[None, :]
+    same = _same_caption(captions, img.device)
     sim = img @ txt.T
     out = {"i2t_r1": _recall(sim, same, 1), "i2t_r5": _recall(sim, same, 5),
            "t2i_r1": _recall(sim.T, same, 1), "t2i_r5": _recall(sim.T, same, 5)}

@@ -55,7 +55,9 @@ def main(p: config.Params) -> None:
             from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
             weight_decay=c.weight_decay, warmup=c.warmup, schedule=c.schedule, slip_weight=c.slip_weight,
             ckpt_path=CHECKPOINT, ckpt_seconds=c.ckpt_seconds, resume=True,
-            curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, device=device)
+            curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, precision=c.precision,
+            val=(from_uint8(test["images"]), [caps[0] for caps in test["captions"]]),
+            eval_every=c.eval_every, device=device)
     if not distributed.is_main():
         return
     offline_clip.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
