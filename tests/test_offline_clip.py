@@ -272,3 +272,12 @@ def test_bf16_precision_trains_and_is_part_of_the_fingerprint(tmp_path):
     oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "m.pt", curve_csv=tmp_path / "f.csv")
     assert (tmp_path / "f.csv").exists()
     assert "precision" not in oc.load_checkpoint(tmp_path / "m.pt")[1]["meta"]["fingerprint"]
+
+
+def test_retrieval_counts_same_caption_hits_and_takes_embeddings(model):
+    x, _, caps = coloured_faces(12)
+    assert oc.retrieval(model, x, ["a face."] * 12) == dict(i2t_r1=1.0, i2t_r5=1.0, t2i_r1=1.0, t2i_r5=1.0)
+    first = [c[0] for c in caps]
+    from_images = oc.retrieval(model, x, first)
+    assert oc.retrieval(model, oc.encode_images(model, x).detach(), first) == pytest.approx(from_images)
+    assert 0 <= from_images["i2t_r1"] <= from_images["i2t_r5"] <= 1

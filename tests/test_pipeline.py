@@ -36,6 +36,7 @@ def test_metrics_finite_and_in_range(smoke):
     clip = json.loads((root / "results/clip/metrics.json").read_text())
     for model in ("trained", "random_init"):
         assert 0 <= clip[model]["i2t_r1"] <= clip[model]["i2t_r5"] <= 1
+        assert 0 <= clip[model]["train_i2t_r1"] <= clip[model]["train_i2t_r5"] <= 1
         assert -1 <= clip[model]["mean_pairwise_cosine"] <= 1
 
 

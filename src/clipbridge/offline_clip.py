@@ -788,6 +788,21 @@ def balanced_accuracy(pred: Sequence, truth: Sequence) -> float:
     return float(np.mean([np.mean(h) for h in hits.values()]))
 
 
+def retrieval(model: CustomTextCLIP, images: Tensor, captions: Sequence[str]) -> dict[str, float]:
+    """Image->text and text->image recall@1 and @5 among N faces and their N captions.
+
+    images: [N, 3, H, W] in [-1, 1], or their [N, D] embeddings; captions: N strings. A retrieved
+    item whose caption is the same string as the query's counts as a hit.
+    """
+    img = images if images.ndim == 2 else _embed_images(model, images)
+    with torch.no_grad():
+        txt = encode_texts(model, captions)
+    same = _same_caption(captions, img.device)
+    sim = img @ txt.T
+    return {"i2t_r1": _recall(sim, same, 1), "i2t_r5": _recall(sim, same, 5),
+            "t2i_r1": _recall(sim.T, same, 1), "t2i_r5": _recall(sim.T, same, 5)}
+
+
 def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping],
              captions: Sequence[str]) -> dict[str, float]:
     """Retrieval and zero-shot metrics on held-out faces.
@@ -808,12 +823,7 @@ def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping
         raise ValueError(f"got {len(images)} images, {len(attrs_list)} attribute dicts and "
                          f"{len(captions)} captions")
     img = _embed_images(model, images)
-    with torch.no_grad():
-        txt = encode_texts(model, captions)
-    same = _same_caption(captions, img.device)
-    sim = img @ txt.T
-    out = {"i2t_r1": _recall(sim, same, 1), "i2t_r5": _recall(sim, same, 5),
-           "t2i_r1": _recall(sim.T, same, 1), "t2i_r5": _recall(sim.T, same, 5)}
+    out = retrieval(model, img, captions)
     means: dict[str, list[float]] = {k: [] for k in ("train", "paraphrase", "train_balanced",
                                                      "paraphrase_balanced")}
     for attr in ATTRIBUTES:

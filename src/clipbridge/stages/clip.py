@@ -33,9 +33,14 @@ CHECKPOINT = paths.CHECKPOINTS / "clip-offline.pt"
 
 
 def measure(model, train: dict, test: dict, alpha: float) -> dict:
-    """Retrieval / zero-shot on the test faces (first caption each) and the latent ridge probe."""
+    """Retrieval / zero-shot on the test faces (first caption each), the latent ridge probe, and
+    retrieval among as many training faces (``train_i2t_r1``, ...): the gap between the two says
+    how much of its training set the model memorized."""
     test_images = from_uint8(test["images"])
     out = offline_clip.evaluate(model, test_images, test["attrs"], [c[0] for c in test["captions"]])
+    n = len(test_images)
+    seen = offline_clip.retrieval(model, from_uint8(train["images"][:n]), [c[0] for c in train["captions"][:n]])
+    out.update({f"train_{k}": v for k, v in seen.items()})
     with torch.no_grad():
         e_train = offline_clip.encode_images(model, from_uint8(train["images"][:4096]))
         e_test = offline_clip.encode_images(model, test_images)

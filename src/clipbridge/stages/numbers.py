@@ -138,6 +138,7 @@ CLIP_ROWS = (  # (metrics key, macro stem, table label, digits)
     ("i2t_r5", "ImageToTextRecallFive", "image$\\to$text recall@5", 3),
     ("t2i_r1", "TextToImageRecallOne", "text$\\to$image recall@1", 3),
     ("t2i_r5", "TextToImageRecallFive", "text$\\to$image recall@5", 3),
+    ("train_i2t_r1", "SeenImageToTextRecallOne", "image$\\to$text recall@1, as many training faces", 3),
     ("zs_mean_train", "ZeroShotTrain", "zero-shot accuracy, training prompts (mean over attributes)", 3),
     ("zs_mean_paraphrase", "ZeroShotParaphrase", "zero-shot accuracy, held-out paraphrases", 3),
     ("zs_mean_train_balanced", "ZeroShotTrainBalanced", "balanced zero-shot accuracy, training prompts", 3),
