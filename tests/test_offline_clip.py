@@ -176,6 +176,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert not (tmp_path / "c.csv").exists() and not state_file.exists()
     for k, v in whole.state_dict().items():
         assert torch.equal(v, reused.state_dict()[k]), k
+    # ... or against other text-tower weights (its projection was fitted to those): it retrains.
+    done = torch.load(tmp_path / "b.pt", weights_only=True)
+    torch.save(dict(done, text_weights_sha256="0" * 64), tmp_path / "b.pt")
+    oc.train(x, caps, TINY, **args, ckpt_path=tmp_path / "b.pt", curve_csv=tmp_path / "d.csv", log_every=1)
+    assert losses(tmp_path / "d.csv") == losses(tmp_path / "a.csv")
+    assert oc.load_checkpoint(tmp_path / "b.pt")[1]["step"] == 4     # and has the installed sha again
+    state_file.unlink()
     oc.train(x, caps, TINY, **{**args, "steps": 5}, ckpt_path=tmp_path / "b.pt")
     assert oc.load_checkpoint(tmp_path / "b.pt")[1]["step"] == 5
 
@@ -266,6 +273,7 @@ def test_bf16_precision_trains_and_is_part_of_the_fingerprint(tmp_path):
     assert metrics["zs_background_train"] >= 0.9
     meta = oc.load_checkpoint(tmp_path / "m.pt")[1]["meta"]
     assert meta["fingerprint"]["precision"] == "bf16"
+    assert meta["device"].startswith("CPU (") and meta["seconds"] > 0     # what trained it, how long
     # An fp32 run does not reuse the bf16 checkpoint: it trains (and its fingerprint has no
     # precision key, as fp32 checkpoints made before the option existed).
     oc.state_path(tmp_path / "m.pt").unlink()

@@ -71,3 +71,35 @@ def test_committed_files_are_the_ones_dvc_lock_records(repo_root):
             if md5_of(root / entry["path"]) != entry["md5"]:
                 stale.append(f"{name}: {entry['path']}")
     assert not stale, f"files that differ from dvc.lock (run dvc repro / dvc commit): {sorted(set(stale))}"
+
+
+def test_clip_sentences_say_what_the_numbers_say():
+    from clipbridge.stages.numbers import clip_run_tex
+
+    clip = {"precision": "bf16", "train_device": "CPU (x86_64, 2 threads)", "train_seconds": 9000.0,
+            "trained": {"zs_age_bracket_classes": 8, "zs_age_bracket_paraphrase_balanced": 0.13,
+                        "zs_pose_classes": 3, "zs_pose_paraphrase_balanced": 0.6}}
+    retrieval = [{"prompt": "a brightly lit face", "k": 6.0, "precision": 0.83, "base_rate": 0.3},
+                 {"prompt": "facing to the left", "k": 6.0, "precision": 0.17, "base_rate": 0.4}]
+    tex = clip_run_tex(clip, retrieval)
+    assert ("{precision among the 6 nearest faces is above the base rate for 1 of the 2 prompts; "
+            "not for ``facing to the left'' (0.17 against 0.40)}") in tex
+    # age: 0.13 against chance 1/8 is the least above chance (pose: 0.6 against 1/3)
+    assert "\\newcommand{\\ClipWeakestAttribute}{age bracket}" in tex
+    assert "\\newcommand{\\ClipWeakestChance}{0.125}" in tex
+    assert "\\newcommand{\\ClipTrainHours}{2.5}" in tex and "{bfloat16 autocast}" in tex
+    all_above = clip_run_tex(clip, retrieval[:1])
+    assert "for 1 of the 1 prompts}" in all_above and "not for" not in all_above
+
+
+def test_a_stalled_ablation_seed_is_named_and_marked():
+    from clipbridge.stages.ablations import stalled, stalled_note
+
+    assert stalled([{"val_rgb": 0.64}, {"val_rgb": 0.64}])         # flat: no step improved it
+    assert stalled([{"val_rgb": 0.30}, {"val_rgb": 0.50}])         # worse at the end
+    assert not stalled([{"val_rgb": 0.40}, {"val_rgb": 0.09}])
+    rows = [{"cell": "width-4096", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 1},
+            {"cell": "depth-1", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 0}]
+    note = stalled_note(rows)
+    assert "\\texttt{width-4096} on \\texttt{dcgan64}, 1 of 3 seeds" in note and "depth-1" not in note
+    assert stalled_note(rows[1:]) == "No seed stalled."

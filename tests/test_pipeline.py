@@ -34,6 +34,7 @@ def test_metrics_finite_and_in_range(smoke):
         curve = (root / f"results/evaluate/{g}/speed_quality.csv").read_text().splitlines()
         assert curve[0] == "method,step,ms_per_image,psnr,lpips" and len(curve) > 4
     clip = json.loads((root / "results/clip/metrics.json").read_text())
+    assert clip["train_device"].startswith("CPU (") and clip["train_seconds"] > 0
     for model in ("trained", "random_init"):
         assert 0 <= clip[model]["i2t_r1"] <= clip[model]["i2t_r5"] <= 1
         assert 0 <= clip[model]["train_i2t_r1"] <= clip[model]["train_i2t_r5"] <= 1
@@ -43,12 +44,13 @@ def test_metrics_finite_and_in_range(smoke):
 def test_ablation_cells_aggregate_into_tables(smoke):
     root, _ = smoke
     rows = (root / "results/ablations/table.csv").read_text().splitlines()
-    assert rows[0].startswith("cell,generator,n_seeds,steps,psnr,psnr_std")
+    assert rows[0].startswith("cell,generator,n_seeds,steps,n_stalled,psnr,psnr_std")
     assert sorted(r.split(",")[0] for r in rows[1:]) == sorted(
         ["report-dcgan64", "depth-1", "report-sg2", "target-wplus", "groups-fine"])
     tex = (root / "paper/generated/ablation_tables.tex").read_text()
     for table in ("Depth", "Target", "Groups"):
         assert f"\\newcommand{{\\AblationTable{table}}}" in tex
+    assert "\\newcommand{\\AblationStalledNote}" in tex
     groups = json.loads((root / "results/ablate/groups-fine/seed0.json").read_text())
     assert groups["config"]["predict_groups"] == ["16px-rgb"] and groups["config"]["target"] == "w+"
 

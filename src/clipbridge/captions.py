@@ -75,9 +75,12 @@ _TRAIN_PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
         "looking up": ("looking up", "head tilted up", "chin raised"),
         "looking down": ("looking down", "head tilted down", "chin lowered"),
     },
-    "mouth": {
-        "open": ("an open mouth", "parted lips", "the mouth open"),
-        "closed": ("a closed mouth", "closed lips", "the mouth closed"),
+    "mouth": {   # more wordings than the others: with three, "mouth" and "open" were all the
+                 # projection learned, and held-out lip wording scored below chance (README)
+        "open": ("an open mouth", "parted lips", "the mouth open", "a gaping mouth", "open lips",
+                 "a mouth hanging open", "an open-mouthed expression"),
+        "closed": ("a closed mouth", "closed lips", "the mouth closed", "a shut mouth",
+                   "sealed lips", "a mouth held shut", "a closed-mouthed expression"),
     },
     "skin_tone": {
         "light": ("light skin", "fair skin", "pale skin"),

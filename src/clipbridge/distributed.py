@@ -37,6 +37,7 @@ they are 0 and 1; collectives refuse to run in a torchrun process that has not c
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -56,6 +57,14 @@ def _env_int(name: str, default: int) -> int:
         return int(value) if value not in (None, "") else default
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def device_name(device: str | torch.device) -> str:
+    """What a device is, for reports: the GPU's name, or the CPU with its thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def is_initialized() -> bool:

@@ -63,12 +63,17 @@ def loss_curve(curve: list[dict], out: Path, title: str) -> None:
 
 
 def clip_curve(curve: list[dict], out: Path, title: str) -> None:
-    """Offline CLIP training: total, contrastive and SLIP losses per step."""
+    """Offline CLIP training: total, contrastive and SLIP losses per step, and the held-out
+    contrastive loss where the curve has it (``clip.eval_every``)."""
     fig, ax = plt.subplots(figsize=(3.4, 2.3))
     steps = [r["step"] for r in curve]
     for i, (key, label) in enumerate((("loss", "total"), ("clip_loss", "CLIP (contrastive)"), ("slip_loss", "SLIP (SimCLR)"))):
         if key in curve[0]:
             ax.plot(steps, [r[key] for r in curve], label=label, color=PALETTE[i])
+    held_out = [r for r in curve if isinstance(r.get("val_clip_loss"), float)]
+    if held_out:
+        ax.plot([r["step"] for r in held_out], [r["val_clip_loss"] for r in held_out], "o-",
+                markersize=2, label="CLIP, held-out faces", color=PALETTE[3])
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=8)

@@ -360,6 +360,11 @@ def training_losses(model: CustomTextCLIP, head: nn.Module | None, x: Tensor, po
 PRECISIONS = ("fp32", "bf16")
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+
+
 def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The training forward's numerics: ``fp32``, or ``bf16`` autocast (matrix products in
     bfloat16, reductions and the optimizer in float32).
@@ -368,8 +373,7 @@ def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractC
     it is faster than the CPU flash kernel, whose backward took 28% of a bf16 step when profiled
     (torch.profiler). Seconds per step: ``python benchmarks/clip_train.py --precisions fp32 bf16``.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    _check_precision(precision)
     device = torch.device(device)
     stack = contextlib.ExitStack()
     if precision == "bf16":
@@ -552,10 +556,9 @@ def _validate(model: CustomTextCLIP, images: Tensor, pooled: Tensor, same: Tenso
     scale = model.logit_scale.exp().float()
     losses = [float(ClipLoss()(img[i:i + batch], txt[i:i + batch], scale))
               for i in range(0, len(img) - batch + 1, batch)]
-    sim = img @ txt.T
-    same = same.to(device)
+    recall = _recalls(img, txt, same.to(device), ks=(1,))
     return dict(val_clip_loss=float(np.mean(losses)) if losses else float("nan"),
-                val_i2t_r1=_recall(sim, same, 1), val_t2i_r1=_recall(sim.T, same, 1))
+                val_i2t_r1=recall["i2t_r1"], val_t2i_r1=recall["t2i_r1"])
 
 
 def _open_curve(path: Path | None, resume_step: int
@@ -635,8 +638,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
                 weight_decay=weight_decay, warmup=warmup, schedule=schedule,
                 slip_weight=slip_weight, slip_temperature=slip_temperature,
                 aug=dataclasses.asdict(aug), seed=seed)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    _check_precision(precision)
     if precision != "fp32":
         args["precision"] = precision
     fingerprint = _fingerprint(images, captions, args)
@@ -669,10 +671,13 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         step, seconds = int(state["step"]), float(state["seconds"])
     elif resume and ckpt_path is not None and ckpt_path.is_file():
         done = _read(ckpt_path, CHECKPOINT_FORMAT, ("state_dict", "step"))
-        if done.get("meta", {}).get("fingerprint") == fingerprint and int(done["step"]) >= steps:
+        if (done.get("meta", {}).get("fingerprint") == fingerprint and int(done["step"]) >= steps
+                and done.get("text_weights_sha256") == text_weights_sha256()):
             _load_trained(model, done["state_dict"], ckpt_path)
             return model.eval()
 
+    # what the checkpoint's meta says trained it (for a resumed run: its last chunk)
+    device_label = distributed.device_name(device) + (f", {world} processes" if world > 1 else "")
     # State after the last completed step: what a checkpoint holds, so that a run interrupted
     # mid-step resumes exactly where an uninterrupted run would be.
     rng_state, updating = generator.get_state(), False
@@ -681,7 +686,8 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
         if ckpt_path is None or not main:
             return
         save_checkpoint(model, cfg, ckpt_path, step, meta=dict(train=args, seconds=seconds,
-                                                              fingerprint=fingerprint))
+                                                              fingerprint=fingerprint,
+                                                              device=device_label))
         save_torch(dict(format=STATE_FORMAT, state_dict=trained_state_dict(model),
                           head=head.state_dict(), optimizer=optimizer.state_dict(),
                           generator=rng_state, step=step, seconds=seconds,
@@ -769,6 +775,15 @@ def _recall(sim: Tensor, hit: Tensor, k: int) -> float:
     return float(hit.gather(1, top).any(dim=1).float().mean())
 
 
+def _recalls(img: Tensor, txt: Tensor, same: Tensor, ks: Sequence[int] = (1, 5)
+             ) -> dict[str, float]:
+    """``i2t_r{k}`` and ``t2i_r{k}`` for each k: image->text and text->image recall@k among N
+    pairs. img, txt: [N, D] normalized; same: [N, N] bool (symmetric), which items count as hits."""
+    sim = img @ txt.T
+    return {f"{way}_r{k}": _recall(s, same, k) for way, s in (("i2t", sim), ("t2i", sim.T))
+            for k in ks}
+
+
 def zero_shot_classifier(model: CustomTextCLIP, attribute: str, paraphrased: bool
                          ) -> tuple[list[str], Tensor]:
     """Class names and their text embeddings [C, D] (mean of normalized prompt embeddings,
@@ -797,10 +812,7 @@ def retrieval(model: CustomTextCLIP, images: Tensor, captions: Sequence[str]) ->
     img = images if images.ndim == 2 else _embed_images(model, images)
     with torch.no_grad():
         txt = encode_texts(model, captions)
-    same = _same_caption(captions, img.device)
-    sim = img @ txt.T
-    return {"i2t_r1": _recall(sim, same, 1), "i2t_r5": _recall(sim, same, 5),
-            "t2i_r1": _recall(sim.T, same, 1), "t2i_r5": _recall(sim.T, same, 5)}
+    return _recalls(img, txt, _same_caption(captions, img.device))
 
 
 def evaluate(model: CustomTextCLIP, images: Tensor, attrs_list: Sequence[Mapping],

@@ -32,3 +32,8 @@ def dataset_split(generator: str, split: str) -> Path:
 def bridge_file(generator: str, seed: int = 0) -> Path:
     """The headline bridge trained on ``generator`` with training seed ``seed``."""
     return DATA / "bridge" / generator / f"seed{seed}.pt"
+
+
+def ablate_dir(cell: str, seed: int | str) -> Path:
+    """One ablation cell and seed's DVC-cached outputs: ``bridge.pt`` and its ``curve.csv``."""
+    return DATA / "ablate" / f"{cell}-{seed}"

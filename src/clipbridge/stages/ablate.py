@@ -30,7 +30,7 @@ def main(p: config.Params, cell_name: str, seed: str) -> None:
         raise KeyError(f"params.yaml: unknown ablation cell '{cell_name}'; available: {sorted(p.ablate.cells)}")
     cell = p.ablate.cells[cell_name]
     cfg = cell.train_config(p.train, p.ablate.steps, int(seed))
-    work = paths.DATA / "ablate" / f"{cell_name}-{seed}"  # DVC-cached: the cell's bridge and its curve
+    work = paths.ablate_dir(cell_name, seed)
     with distributed.session(p.device) as device:   # no-op unless launched by torchrun
         G, bridge = train_and_save(p, cell.generator, cfg, work / "bridge.pt", work / "curve.csv",
                                    f"ablate {cell_name} seed {seed}", device)

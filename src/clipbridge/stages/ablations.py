@@ -6,6 +6,11 @@ reference row of every table of its generator, except the groups table, whose re
 W+ bridge predicting every group. The value shown is read from the cell's
 effective training config, so a table cannot disagree with what was trained.
 
+A seed *stalled* when its validation RGB loss at the last step is not below its first logged
+value (its curve, ``data/ablate/<cell>-<seed>/curve.csv``): training did not improve it (README,
+"Bridge initialization"). Stalled seeds stay in the mean +- std; the table marks their cell with a
+dagger and ``\AblationStalledNote`` names them, so a wide spread is not read as noise.
+
 Outputs (committed): ``results/ablations/table.csv`` (one row per cell) and
 ``paper/generated/ablation_tables.tex`` (one booktabs table per axis).
 """
@@ -30,12 +35,20 @@ AXES = {  # axis -> (column title, how to show the config value)
 SHOWN = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("lpips", "LPIPS", 3))
 
 
+def stalled(curve: list[dict]) -> bool:
+    """Whether a training curve's last validation RGB loss is not below its first."""
+    return curve[-1]["val_rgb"] >= curve[0]["val_rgb"]
+
+
 def cell_rows(p: config.Params) -> list[dict]:
     """One row per cell: mean and std over seeds of each metric, with the cell's config."""
+    from clipbridge.figures import read_csv
+
     rows = []
     for name, cell in p.ablate.cells.items():
         runs = [read_json(result_file(name, s)) for s in p.ablate.seeds]
-        row = {"cell": name, "generator": cell.generator, "n_seeds": len(runs), "steps": p.ablate.steps}
+        row = {"cell": name, "generator": cell.generator, "n_seeds": len(runs), "steps": p.ablate.steps,
+               "n_stalled": sum(stalled(read_csv(paths.ablate_dir(name, s) / "curve.csv")) for s in p.ablate.seeds)}
         for key, _, _ in SHOWN:
             row[key], row[f"{key}_std"] = mean_std([r[key] for r in runs])
         row["config"] = runs[0]["config"]
@@ -66,10 +79,21 @@ def table_tex(p: config.Params, rows: list[dict], axis: str) -> str:
              f"generator & {title} & PSNR $\\uparrow$ & SSIM $\\uparrow$ & {label} $\\downarrow$ \\\\\n\\midrule\n"]
     for r in axis_rows(p, rows, axis):
         ref = " (report)" if is_reference(p, r["cell"]) and axis != "groups" else ""
+        ref += "$^\\dagger$" if r["n_stalled"] else ""
         cells = " & ".join(f"{fmt(r[k], d)} $\\pm$ {fmt(r[k + '_std'], d)}" for k, _, d in SHOWN)
         lines.append(f"{escape(r['generator'])} & {escape(show(r['config']))}{ref} & {cells} \\\\\n")
     lines.append("\\bottomrule\n\\end{tabular}\n")
     return "".join(lines)
+
+
+def stalled_note(rows: list[dict]) -> str:
+    """One sentence for the paper: which cells had stalled seeds (or that none did)."""
+    hit = [r for r in rows if r["n_stalled"]]
+    if not hit:
+        return "No seed stalled."
+    cells = "; ".join(f"\\texttt{{{escape(r['cell'])}}} on \\texttt{{{escape(r['generator'])}}}, "
+                      f"{r['n_stalled']} of {r['n_seeds']} seeds" for r in hit)
+    return f"$^\\dagger$Stalled: {cells} (included in mean $\\pm$ std)."
 
 
 def main(p: config.Params) -> None:
@@ -81,6 +105,7 @@ def main(p: config.Params) -> None:
         has_cells = any(r["cell"].split("-")[0] == axis for r in rows)
         body = table_tex(p, rows, axis) if has_cells else f"(no ablation cells on {axis} in params.yaml)\n"
         out.append(f"\\newcommand{{\\AblationTable{axis.capitalize()}}}{{%\n{body}}}\n")
+    out.append(f"\\newcommand{{\\AblationStalledNote}}{{{stalled_note(rows)}}}\n")
     write_text(paths.GENERATED / "ablation_tables.tex", "".join(out))
 
 

@@ -69,8 +69,10 @@ def main(p: config.Params) -> None:
     model = model.cpu().eval()
     torch.manual_seed(c.seed)
     random_init = offline_clip.build_model(cfg)
+    meta = offline_clip.load_checkpoint(CHECKPOINT)[1]["meta"]
     write_json(paths.RESULTS / "clip" / "metrics.json", {
-        "steps": c.steps, "batch": c.batch, "slip_weight": c.slip_weight,
+        "steps": c.steps, "batch": c.batch, "slip_weight": c.slip_weight, "precision": c.precision,
+        "train_device": meta.get("device", "not recorded"), "train_seconds": meta.get("seconds"),
         "trained": measure(model, train, test, c.probe_alpha),
         "random_init": measure(random_init, train, test, c.probe_alpha),
     })

@@ -18,13 +18,13 @@ DVC-cached: ``data/evaluate/<name>/samples.pt`` (the first faces' reconstruction
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 
 import numpy as np
 import torch
 
 from clipbridge import config, invert, paths, registry
+from clipbridge.distributed import device_name
 from clipbridge.evaluate import Scorer, across_seeds, finite, gap_closed, summarize, synthesize, timed
 from clipbridge.io import from_uint8, save_torch, seed_everything, write_csv, write_json
 from clipbridge.stages import load_split, profile_lpips, run
@@ -38,12 +38,6 @@ def out_dir(generator: str):
 
 def samples_file(generator: str):
     return paths.DATA / "evaluate" / generator / "samples.pt"
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _optimize(G, target, ws_init, space, cfg, lpips, std, record_at):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from clipbridge import captions, config, figures, paths, registry
-from clipbridge.io import from_uint8, read_json
+from clipbridge.io import from_uint8, read_json, write_csv
 from clipbridge.stages import run
 from clipbridge.stages.clip_data import CLIP_DATA
 from clipbridge.stages.evaluate import out_dir, samples_file
@@ -56,8 +56,12 @@ def main(p: config.Params) -> None:
                        "offline CLIP (locked MiniLM text tower, ViT image tower)")
     encoder = registry.load_encoder(paths.ENCODER)
     test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
-    figures.clip_retrieval(retrieval_rows(encoder, test, p.figures.retrieval, p.figures.retrieval_k),
-                           OUT / "clip_retrieval.pdf", f"text -> image retrieval, {prov['encoder']['label']}, "
+    rows = retrieval_rows(encoder, test, p.figures.retrieval, p.figures.retrieval_k)
+    write_csv(OUT / "clip_retrieval.csv", [   # the figure's row labels, for the paper's text
+        {"query": q, "prompt": r["query"], "k": len(r["match"]),
+         "precision": sum(bool(m) for m in r["match"]) / len(r["match"]), "base_rate": r["base_rate"]}
+        for q, r in zip(p.figures.retrieval, rows, strict=True)])
+    figures.clip_retrieval(rows, OUT / "clip_retrieval.pdf", f"text -> image retrieval, {prov['encoder']['label']}, "
                            f"held-out wording, {len(test['attrs'])} test faces of {', '.join(sorted(set(test['generator'])))}")
     for g in p.generators:
         suffix = caption_suffix(prov, g)
