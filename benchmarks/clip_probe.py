@@ -10,9 +10,11 @@ accuracy it prints the balanced zero-shot accuracy with the training prompts and
 paraphrases (as ``results/clip/metrics.json`` has them): a probe well above a zero-shot score means
 the image embedding holds the attribute and the text side does not reach it. A last table asks the text side alone: for each attribute, how
 many values' held-out paraphrase prompts lie nearest (cosine of the class means) to their own
-value's training prompts, in the locked MiniLM space and after the trained projection. A paraphrase
-the locked tower already puts nearer another value cannot be rescued by any projection trained on
-the training wordings. Needs ``dvc repro clip_data`` (or ``dvc pull``) first.
+value's training prompts, in the locked MiniLM space and after the trained projection, and in
+MiniLM's space how well each value's direction (its class mean minus the mean over values) agrees
+between the two wordings (cosine, averaged over values): near zero, what a projection learns to
+separate in the training wordings does not separate the paraphrases. Needs
+``dvc repro clip_data`` (or ``dvc pull``) first.
 
     python benchmarks/clip_probe.py
 """
@@ -101,15 +103,18 @@ def class_means(model, attr: str, paraphrased: bool, projected: bool) -> torch.T
 
 
 def text_side(model) -> None:
-    """Per attribute: values whose paraphrase prompts are nearest their own training prompts."""
-    print(f"\n{'attribute':12s} {'values':>6s} {'MiniLM':>7s} {'projected':>9s}   "
-          "(paraphrase class mean nearest its own training class mean)")
+    """Per attribute: values whose paraphrase prompts are nearest their own training prompts, and
+    the agreement of the value directions of the two wordings in MiniLM's space."""
+    print(f"\n{'':19s} {'nearest own value':>17s}  {'direction':>9s}")
+    print(f"{'attribute':12s} {'values':>6s} {'MiniLM':>7s} {'projected':>9s}  {'cosine':>9s}")
     for attr, values in captions.ATTRIBUTES.items():
         hits = []
         for projected in (False, True):
             sim = class_means(model, attr, True, projected) @ class_means(model, attr, False, projected).T
             hits.append(int((sim.argmax(1) == torch.arange(len(values))).sum()))
-        print(f"{attr:12s} {len(values):6d} {hits[0]:7d} {hits[1]:9d}")
+        train, para = (class_means(model, attr, paraphrased, False) for paraphrased in (False, True))
+        agree = F.cosine_similarity(train - train.mean(0), para - para.mean(0), dim=1).mean()
+        print(f"{attr:12s} {len(values):6d} {hits[0]:7d} {hits[1]:9d}  {agree.item():9.3f}")
 
 
 if __name__ == "__main__":
