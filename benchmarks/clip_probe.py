@@ -7,9 +7,10 @@ attribute on the first 4,096 captioned training faces of ``clip_data`` and score
 test faces (faces whose attribute was not measured are left out), for the committed offline CLIP
 and for the same architecture at its random initialization. Beside the probe's plain and balanced
 accuracy it prints the balanced zero-shot accuracy with the training prompts and with the held-out
-paraphrases (as ``results/clip/metrics.json`` has them): a probe well above a zero-shot score means
-the image embedding holds the attribute and the text side does not reach it. A last table asks the text side alone: for each attribute, how
-many values' held-out paraphrase prompts lie nearest (cosine of the class means) to their own
+paraphrases, read from ``results/clip/metrics.json`` (over every test face whose attribute is
+measured; ``n test`` counts the probe's faces, whose value the probe saw in training): a probe well above a zero-shot score means
+the image embedding holds the attribute and the text side does not reach it. A last table asks
+the text side alone: for each attribute, how many values' held-out paraphrase prompts lie nearest (cosine of the class means) to their own
 value's training prompts, in the locked MiniLM space and after the trained projection, and in
 MiniLM's space how well each value's direction (its class mean minus the mean over values) agrees
 between the two wordings (cosine, averaged over values): near zero, what a projection learns to
@@ -26,8 +27,8 @@ import collections
 import torch
 import torch.nn.functional as F
 
-from clipbridge import captions, config, offline_clip
-from clipbridge.io import from_uint8
+from clipbridge import captions, config, offline_clip, paths
+from clipbridge.io import from_uint8, read_json
 from clipbridge.stages.clip import CHECKPOINT
 from clipbridge.stages.clip_data import CLIP_DATA
 
@@ -64,6 +65,7 @@ def main() -> None:
     trained, _ = offline_clip.load_checkpoint(CHECKPOINT)
     torch.manual_seed(p.clip.seed)                       # the random init the clip stage measures
     models = {"trained": trained, "random init": offline_clip.build_model(offline_clip.config_from_params(p.clip))}
+    measured = read_json(paths.RESULTS / "clip" / "metrics.json")   # the clip stage's zero-shot scores
     print(f"{'':25s} {'probe':>9s} {'probe':>9s} {'zero-shot':>9s} {'zero-shot':>10s}")
     print(f"{'model':12s} {'attribute':12s} {'acc':>9s} {'balanced':>9s} {'training':>9s} "
           f"{'paraphrase':>10s} {'majority':>9s} {'n test':>7s}")
@@ -78,28 +80,22 @@ def main() -> None:
             y_test = torch.tensor([index[test["attrs"][i][attr]] for i in rows_test])
             pred = probe(e_train[rows], y, e_test[rows_test], len(index))
             majority = collections.Counter(y.tolist()).most_common(1)[0][0]
-            truth = [test["attrs"][i][attr] for i in rows_test]
-            zero_shot = []
-            for paraphrased in (False, True):
-                names, weights = offline_clip.zero_shot_classifier(model, attr, paraphrased)
-                guess = (e_test[rows_test] @ weights.T).argmax(1).tolist()
-                zero_shot.append(offline_clip.balanced_accuracy([names[g] for g in guess], truth))
+            zs = measured[name.replace(" ", "_")]
             print(f"{name:12s} {attr:12s} {(pred == y_test).float().mean().item():9.3f} "
                   f"{offline_clip.balanced_accuracy(pred.tolist(), y_test.tolist()):9.3f} "
-                  f"{zero_shot[0]:9.3f} {zero_shot[1]:10.3f} "
+                  f"{zs[f'zs_{attr}_train_balanced']:9.3f} {zs[f'zs_{attr}_paraphrase_balanced']:10.3f} "
                   f"{(y_test == majority).float().mean().item():9.3f} {len(rows_test):7d}")
     text_side(trained)
 
 
 def class_means(model, attr: str, paraphrased: bool, projected: bool) -> torch.Tensor:
-    """[C, D] normalized mean of each value's normalized prompt embeddings."""
-    means = []
+    """[C, D] normalized mean of each value's normalized prompt embeddings: the zero-shot
+    classifier when ``projected``, else the same in the locked MiniLM's pooled space."""
+    if projected:
+        return offline_clip.zero_shot_classifier(model, attr, paraphrased)[1]
     with torch.no_grad():
-        for prompts in captions.zero_shot_prompts(attr, paraphrased).values():
-            e = offline_clip.pooled_text(model, prompts)
-            e = offline_clip.project_text(model, e) if projected else F.normalize(e, dim=-1)
-            means.append(F.normalize(e.mean(0), dim=-1))
-    return torch.stack(means)
+        return torch.stack([F.normalize(F.normalize(offline_clip.pooled_text(model, prompts), dim=-1).mean(0), dim=-1)
+                            for prompts in captions.zero_shot_prompts(attr, paraphrased).values()])
 
 
 def text_side(model) -> None:
@@ -108,14 +104,12 @@ def text_side(model) -> None:
     print(f"\n{'':19s} {'nearest own value':>17s}  {'direction':>9s}")
     print(f"{'attribute':12s} {'values':>6s} {'MiniLM':>7s} {'projected':>9s}  {'cosine':>9s}")
     for attr, values in captions.ATTRIBUTES.items():
-        hits = []
-        for projected in (False, True):
-            sim = class_means(model, attr, True, projected) @ class_means(model, attr, False, projected).T
-            hits.append(int((sim.argmax(1) == torch.arange(len(values))).sum()))
-        train, para = (class_means(model, attr, paraphrased, False) for paraphrased in (False, True))
+        means = {(para, proj): class_means(model, attr, para, proj) for para in (False, True) for proj in (False, True)}
+        hits = [int(((means[True, proj] @ means[False, proj].T).argmax(1) == torch.arange(len(values))).sum())
+                for proj in (False, True)]
+        train, para = means[False, False], means[True, False]
         agree = F.cosine_similarity(train - train.mean(0), para - para.mean(0), dim=1).mean()
         print(f"{attr:12s} {len(values):6d} {hits[0]:7d} {hits[1]:9d}  {agree.item():9.3f}")
-
 
 if __name__ == "__main__":
     main()
