@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-bibtex-extra
 
-.PHONY: setup repro sweep test paper clean latex-deps bench
+.PHONY: setup repro verify sweep test paper clean latex-deps bench
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 repro: setup
 	PATH=$(BIN):$$PATH dvc repro
+
+# After `make repro`: the workspace's results against the committed ones, within stated tolerances
+# (src/clipbridge/verify.py; wall times are reported, not compared). Exits 1 on a miss.
+verify: setup
+	PATH=$(BIN):$$PATH python -m clipbridge.verify
 
 # The ablation matrix as DVC queued experiments on JOBS workers, collected by `dvc repro`
 # (src/clipbridge/sweep.py; README, "Scaling up").

@@ -4,7 +4,7 @@ On ``--n`` DCGAN faces (64 px, upscaled to 256 for detection) prints ms/image of
 :class:`AttributeModel`, :class:`Landmarks`, :class:`Identity` (each including dlib detection)
 and full :func:`annotate`, and their detection rates. On ``--calib`` faces prints the measured
 quantiles and the :func:`categorical` distributions that the thresholds of
-``clipbridge.annotate`` were chosen from.
+``clipbridge.offline.annotate`` were chosen from.
 
 Usage (from the repository root):  PYTHONPATH=src python benchmarks/attributes.py [--n 64] [--calib 200]
 """
@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from clipbridge.annotate import VOCABULARY, annotate, categorical, lightness
+from clipbridge.offline.annotate import VOCABULARY, annotate, categorical, lightness
 from clipbridge.models.attributes import AttributeModel, Identity, Landmarks
 from clipbridge.models.dcgan import from_package
 

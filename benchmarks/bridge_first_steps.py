@@ -1,6 +1,6 @@
 """Diagnostic (printed, not a test): the first training steps of a bridge, step by step.
 
-Replays what ``clipbridge.train_bridge.train`` does for a given width and seed on a generator's
+Replays what ``clipbridge.bridge.train.train`` does for a given width and seed on a generator's
 training split (the same initialization and the same batches), printing the batch loss and the
 bridge's gradient norm at chosen steps, and how many units of each hidden ReLU fire for some of
 the first 1,024 training embeddings at initialization. A run whose loss jumps up in its first
@@ -20,7 +20,7 @@ import torch
 from clipbridge import config, paths, registry
 from clipbridge.io import from_uint8, seed_everything
 from clipbridge.stages import load_split
-from clipbridge.train_bridge import batch_loss, build_bridge, target_latents
+from clipbridge.bridge.train import batch_loss, build_bridge, target_latents
 
 SHOW = (1, 2, 3, 5, 10, 25, 50)
 

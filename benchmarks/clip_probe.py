@@ -27,7 +27,9 @@ import collections
 import torch
 import torch.nn.functional as F
 
-from clipbridge import captions, config, offline_clip, paths
+from clipbridge import config, paths
+from clipbridge.offline import captions
+from clipbridge.offline import clip_eval, clip_model
 from clipbridge.io import from_uint8, read_json
 from clipbridge.stages.clip import CHECKPOINT
 from clipbridge.stages.clip_data import CLIP_DATA
@@ -38,7 +40,7 @@ N_TRAIN = 4096
 
 def embed(model, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return offline_clip.encode_images(model.eval(), from_uint8(images))
+        return clip_model.encode_images(model.eval(), from_uint8(images))
 
 
 def probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, classes: int) -> torch.Tensor:
@@ -62,9 +64,9 @@ def main() -> None:
     p = config.load()
     train = torch.load(CLIP_DATA / "train.pt", weights_only=True)
     test = torch.load(CLIP_DATA / "test.pt", weights_only=True)
-    trained, _ = offline_clip.load_checkpoint(CHECKPOINT)
+    trained, _ = clip_model.load_checkpoint(CHECKPOINT)
     torch.manual_seed(p.clip.seed)                       # the random init the clip stage measures
-    models = {"trained": trained, "random init": offline_clip.build_model(offline_clip.config_from_params(p.clip))}
+    models = {"trained": trained, "random init": clip_model.build_model(clip_model.config_from_params(p.clip))}
     measured = read_json(paths.RESULTS / "clip" / "metrics.json")   # the clip stage's zero-shot scores
     print(f"{'':25s} {'probe':>9s} {'probe':>9s} {'zero-shot':>9s} {'zero-shot':>10s}")
     print(f"{'model':12s} {'attribute':12s} {'acc':>9s} {'balanced':>9s} {'training':>9s} "
@@ -82,7 +84,7 @@ def main() -> None:
             majority = collections.Counter(y.tolist()).most_common(1)[0][0]
             zs = measured[name.replace(" ", "_")]
             print(f"{name:12s} {attr:12s} {(pred == y_test).float().mean().item():9.3f} "
-                  f"{offline_clip.balanced_accuracy(pred.tolist(), y_test.tolist()):9.3f} "
+                  f"{clip_eval.balanced_accuracy(pred.tolist(), y_test.tolist()):9.3f} "
                   f"{zs[f'zs_{attr}_train_balanced']:9.3f} {zs[f'zs_{attr}_paraphrase_balanced']:10.3f} "
                   f"{(y_test == majority).float().mean().item():9.3f} {len(rows_test):7d}")
     text_side(trained)
@@ -92,9 +94,9 @@ def class_means(model, attr: str, paraphrased: bool, projected: bool) -> torch.T
     """[C, D] normalized mean of each value's normalized prompt embeddings: the zero-shot
     classifier when ``projected``, else the same in the locked MiniLM's pooled space."""
     if projected:
-        return offline_clip.zero_shot_classifier(model, attr, paraphrased)[1]
+        return clip_eval.zero_shot_classifier(model, attr, paraphrased)[1]
     with torch.no_grad():
-        return torch.stack([F.normalize(F.normalize(offline_clip.pooled_text(model, prompts), dim=-1).mean(0), dim=-1)
+        return torch.stack([F.normalize(F.normalize(clip_model.pooled_text(model, prompts), dim=-1).mean(0), dim=-1)
                             for prompts in captions.zero_shot_prompts(attr, paraphrased).values()])
 
 

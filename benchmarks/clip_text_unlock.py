@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers.masking_utils import create_bidirectional_mask
 
-from clipbridge import captions, offline_clip
+from clipbridge.offline import captions
+from clipbridge.offline import clip_eval, clip_model
 from clipbridge.io import from_uint8
 from clipbridge.stages.clip import CHECKPOINT
 from clipbridge.stages.clip_data import CLIP_DATA
 
 
 def tokens(model, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = offline_clip.tokenizer()(texts)
+    ids = clip_model.tokenizer()(texts)
     mask = (ids != model.text.config.pad_token_id).long()
     used = int(mask.sum(1).max())
     return ids[:, :used], mask[:, :used]
@@ -75,7 +76,7 @@ def zero_shot(model, layer, proj, img: torch.Tensor, attrs: list[dict]) -> dict[
                                        for p in prompts.values()])
                 names = list(prompts)
                 guess = (img[rows] @ weights.T).argmax(1).tolist()
-                scores.append(offline_clip.balanced_accuracy([names[g] for g in guess], truth))
+                scores.append(clip_eval.balanced_accuracy([names[g] for g in guess], truth))
             out[attr] = (scores[0], scores[1])
     return out
 
@@ -90,13 +91,13 @@ def main() -> None:
     ap.add_argument("--lr-proj", type=float, default=1e-4)
     args = ap.parse_args()
     torch.manual_seed(0)
-    model, _ = offline_clip.load_checkpoint(CHECKPOINT)
+    model, _ = clip_model.load_checkpoint(CHECKPOINT)
     model.eval()
     train = torch.load(CLIP_DATA / "train.pt", weights_only=True)
     test = torch.load(CLIP_DATA / "test.pt", weights_only=True)
     t0 = time.perf_counter()
     with torch.no_grad():
-        embed = lambda x: torch.cat([offline_clip.encode_images(model, from_uint8(x[i:i + 256]))  # noqa: E731
+        embed = lambda x: torch.cat([clip_model.encode_images(model, from_uint8(x[i:i + 256]))  # noqa: E731
                                      for i in range(0, len(x), 256)])
         img_train, img_test = embed(train["images"][:args.faces]), embed(test["images"])
     rng = random.Random(0)
@@ -112,7 +113,7 @@ def main() -> None:
     layer0, proj0 = model.text.transformer.encoder.layer[-1], model.text.proj
     ids, m = tokens(model, texts[:64])
     with torch.no_grad():   # the cached path reproduces the model's own text embeddings
-        ref = offline_clip.encode_texts(model, texts[:64])
+        ref = clip_model.encode_texts(model, texts[:64])
         got = text_embed(model, layer0, proj0, hidden[:64, :ids.shape[1]], mask[:64, :ids.shape[1]])
     print(f"cached path vs encode_texts: max |difference| {(ref - got).abs().max().item():.2e}")
     before = zero_shot(model, layer0, proj0, img_test, test["attrs"])

@@ -3,10 +3,10 @@
     PYTHONPATH=src python benchmarks/clip_train.py [--batches 64 128] [--steps 3] [--slip 0]
         [--precisions fp32 bf16]
 
-One step = what :func:`clipbridge.offline_clip.train` does per step (forward, ClipLoss,
+One step = what :func:`clipbridge.offline.clip_train.train` does per step (forward, ClipLoss,
 backward, AdamW). "cached": the locked MiniLM's pooled caption features are looked up, as
 ``train`` does; "uncached": each step also tokenizes its captions and runs the locked MiniLM.
-``--precisions``: the forward's numerics (:func:`clipbridge.offline_clip.autocast`; bf16 on CPU
+``--precisions``: the forward's numerics (:func:`clipbridge.offline.clip_model.autocast`; bf16 on CPU
 also uses the plain attention kernel). Prints one line per (batch, precision, mode): median
 seconds per step over ``--steps`` timed steps (after one warm-up step) and images per second.
 """
@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from clipbridge import offline_clip as oc
-from clipbridge.captions import ATTRIBUTES, caption
+from clipbridge.offline import clip_model
+from clipbridge.offline.captions import ATTRIBUTES, caption
 
 
 def step_seconds(model, head, optimizer, images, texts, cache, *, slip_weight: float,
@@ -36,10 +36,10 @@ def step_seconds(model, head, optimizer, images, texts, cache, *, slip_weight: f
     times = []
     for _ in range(steps + 1):
         started = time.perf_counter()
-        pooled = cache if cache is not None else oc.pooled_text(model, texts)
-        with oc.autocast(images.device, precision):
-            losses = oc.training_losses(model, head, images, pooled, slip_weight=slip_weight,
-                                        aug=oc.Augment(), generator=generator)
+        pooled = cache if cache is not None else clip_model.pooled_text(model, texts)
+        with clip_model.autocast(images.device, precision):
+            losses = clip_model.training_losses(model, head, images, pooled, slip_weight=slip_weight,
+                                        aug=clip_model.Augment(), generator=generator)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         optimizer.step()
@@ -54,15 +54,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--slip", type=float, default=0.0, help="slip_weight (0 = CLIP only)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=oc.PRECISIONS)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=clip_model.PRECISIONS)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    cfg = oc.OfflineClipConfig()
+    cfg = clip_model.OfflineClipConfig()
     torch.manual_seed(0)
-    model = oc.build_model(cfg).to(args.device)
+    model = clip_model.build_model(cfg).to(args.device)
     model.visual.train()
-    head = oc.slip_head(cfg).to(args.device)
+    head = clip_model.slip_head(cfg).to(args.device)
     trainable = [p for p in (*model.parameters(), *head.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     print(f"config {cfg}")
@@ -74,7 +74,7 @@ def main() -> None:
         images = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=args.device) * 2 - 1
         texts = [caption({k: rng.choice(v) for k, v in ATTRIBUTES.items()}, rng)
                  for _ in range(batch)]
-        cache = oc.pooled_text(model, texts)
+        cache = clip_model.pooled_text(model, texts)
         for precision in args.precisions:
             for mode in ("cached", "uncached"):
                 sec = step_seconds(model, head, optimizer, images, texts,

@@ -11,7 +11,7 @@ are (100 MB of faces, 90 MB of MiniLM weights), so:
   lies within ``FRAGILE`` of a rounding boundary, with their stored value, plus the sha256 of
   ``data/clip/train.pt``'s images; ``.gpu1/minilm/``: MiniLM's config and tokenizer, no
   weights; ``.gpu2/pooled.pt``: the locked MiniLM's mean-pooled output for every distinct
-  caption (float16), in the order :func:`clipbridge.offline_clip.train` asks for them.
+  caption (float16), in the order :func:`clipbridge.offline.clip_train.train` asks for them.
 - ``render`` (GPU machine, CPU float32) re-renders the faces from z with the DCGAN exactly as
   ``stages/clip_data.py`` does, restores the fragile pixels and checks the sha256: the faces
   trained on are then bit-identical to ``data/clip/train.pt``'s, so the training state is
@@ -20,8 +20,8 @@ are (100 MB of faces, 90 MB of MiniLM weights), so:
   ``--deadline`` (unix seconds), and train with params.yaml's recipe and that step count (and
   ``--batch``), writing the checkpoint, the curve and a summary JSON to ``--out``.
   ``clip`` builds the text transformer from its config only (its weights are never used:
-  :func:`clipbridge.offline_clip.pooled_text` is answered from ``pooled.pt``) and records
-  the MiniLM weights' sha256 measured here. The returned training state holds the trained
+  :func:`clipbridge.offline.clip_model.pooled_text`, as ``clip_train`` calls it, is answered
+  from ``pooled.pt``) and records the MiniLM weights' sha256 measured here. The returned training state holds the trained
   weights, the SLIP head, the RNG and step, but an empty Adam state (the run is complete;
   the upload back is limited to 16 MiB a file, so it is split into parts).
 
@@ -53,7 +53,8 @@ from pathlib import Path
 
 import torch
 
-from clipbridge import config, offline_clip
+from clipbridge import config
+from clipbridge.offline import clip_model, clip_train
 from clipbridge.io import from_uint8
 
 FRAGILE = 2e-3          # pixel units (0-255): a value this close to k + 0.5 may round either way
@@ -93,16 +94,16 @@ def export(args) -> None:
     torch.save(dict(z=data["z"], captions=data["captions"], fragile_index=idx,
                     fragile_value=data["images"].flatten()[idx.long()], batch=p.clip_data.batch,
                     images_sha256=_sha(data["images"])), one / "clip_data.pt")
-    for f in offline_clip.minilm_dir().iterdir():
+    for f in clip_model.minilm_dir().iterdir():
         if f.is_file() and f.name != "model.safetensors":
             shutil.copy(f, one / "minilm" / f.name)
-    distinct, _, _ = offline_clip._caption_table(data["captions"])
-    model = offline_clip.build_model(offline_clip.config_from_params(p.clip))
-    pooled = offline_clip.pooled_text(model, distinct)
+    distinct, _, _ = clip_train.caption_table(data["captions"])
+    model = clip_model.build_model(clip_model.config_from_params(p.clip))
+    pooled = clip_model.pooled_text(model, distinct)
     two = Path(".gpu2")
     two.mkdir(exist_ok=True)
     torch.save(dict(pooled=pooled.half(), texts_sha256=_texts_sha(distinct),
-                    text_weights_sha256=offline_clip.text_weights_sha256()), two / "pooled.pt")
+                    text_weights_sha256=clip_model.text_weights_sha256()), two / "pooled.pt")
     print(f"export: {len(idx)} fragile pixels of {flat.numel()}, {len(distinct)} distinct captions")
 
 
@@ -130,7 +131,7 @@ def _summary(out: Path, name: str, **fields) -> None:
 
 
 def distill(args) -> None:
-    from clipbridge.distill import train
+    from clipbridge.offline.distill import train
     from clipbridge.models.dcgan import from_package
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     p, out = config.load(), Path(args.out)
@@ -160,9 +161,9 @@ def clip(args) -> None:
     bundle = torch.load(".gpu2/pooled.pt", weights_only=True)
 
     # The text transformer from its config alone (weights never used; see the module docstring).
-    offline_clip.minilm_dir = lambda: Path(".gpu1/minilm").resolve()
-    offline_clip.text_weights_sha256 = lambda: bundle["text_weights_sha256"]
-    built = offline_clip.CustomTextCLIP
+    clip_model.minilm_dir = lambda: Path(".gpu1/minilm").resolve()
+    clip_model.text_weights_sha256 = lambda: bundle["text_weights_sha256"]
+    built = clip_model.CustomTextCLIP
 
     def no_weights(*a, text_cfg, **k):
         return built(*a, text_cfg=dict(text_cfg, hf_model_pretrained=False), **k)
@@ -172,26 +173,27 @@ def clip(args) -> None:
             raise ValueError("captions differ from the exported ones")
         return bundle["pooled"].float().to(model.logit_scale.device)
 
-    offline_clip.CustomTextCLIP, offline_clip.pooled_text = no_weights, pooled_text
+    clip_model.CustomTextCLIP = no_weights
+    clip_train.pooled_text = pooled_text      # the name train's loop calls
 
     c = p.clip
     images, captions = from_uint8(data["images"]), data["captions"]
     common = dict(batch=args.batch, lr=c.lr, weight_decay=c.weight_decay, warmup=CLIP_WARMUP,
                   schedule=c.schedule, slip_weight=c.slip_weight, seed=c.seed, device=args.device)
-    cfg = offline_clip.config_from_params(c)
+    cfg = clip_model.config_from_params(c)
     times = []
     for until in (5, 10, 40):     # the first run pays CUDA's start-up and is not used
         t = time.time()
-        offline_clip.train(images, captions, cfg, steps=10**7, until=until, ckpt_path=None, progress=False, **common)
+        clip_train.train(images, captions, cfg, steps=10**7, until=until, ckpt_path=None, progress=False, **common)
         times.append(time.time() - t)
     per = (times[2] - times[1]) / 30
     steps, _ = _fit_steps(per, args.deadline, 30, args.factor, 500)
     steps = min(steps, CLIP_MAX_STEPS)
     print(f"clip: {per * 1e3:.1f} ms/step at batch {args.batch}; planning {steps} steps", flush=True)
     ckpt = out / "clip-offline.pt"
-    offline_clip.train(images, captions, cfg, steps=steps, ckpt_path=ckpt, ckpt_seconds=120,
+    clip_train.train(images, captions, cfg, steps=steps, ckpt_path=ckpt, ckpt_seconds=120,
                        resume=False, curve_csv=out / "clip_curve.csv", **common)
-    state_file = offline_clip.state_path(ckpt)
+    state_file = clip_train.state_path(ckpt)
     state = torch.load(state_file, weights_only=True)
     state["optimizer"] = dict(state["optimizer"], state={})     # complete run: no Adam moments
     torch.save(state, state_file)

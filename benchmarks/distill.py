@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from clipbridge.distill import DistillConfig, build_student, distill_loss, heldout_psnr, heldout_z, train, \
+from clipbridge.config import DistillConfig
+from clipbridge.offline.distill import build_student, distill_loss, heldout_psnr, heldout_z, train, \
     teacher_images, training_z
 from clipbridge.models.dcgan import from_package
 

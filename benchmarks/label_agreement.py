@@ -1,6 +1,6 @@
 """Diagnostic (printed, not a test): how far do the caption labels agree with themselves?
 
-The offline CLIP learns from labels the annotators measure on 64 px faces (clipbridge.annotate).
+The offline CLIP learns from labels the annotators measure on 64 px faces (clipbridge.offline.annotate).
 A label that changes when the face is mirrored, or moved by one pixel, is partly noise, and no
 encoder can be expected to predict it better than it agrees with itself. For the first ``--n``
 test faces of ``clip_data`` this annotates the face, its mirror image and a copy shifted one
@@ -20,8 +20,8 @@ import collections
 import numpy as np
 import torch
 
-from clipbridge.annotate import annotate, categorical
-from clipbridge.captions import ATTRIBUTES
+from clipbridge.offline.annotate import annotate, categorical
+from clipbridge.offline.captions import ATTRIBUTES
 from clipbridge.io import from_uint8
 from clipbridge.stages.clip_data import CLIP_DATA
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import dcgan_faces, load_photo
 
-from clipbridge.annotate import (
+from clipbridge.offline.annotate import (
     BORDER_WIDTH,
     VOCABULARY,
     annotate,

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from clipbridge import captions as C
+from clipbridge.offline import captions as C
 
 FULL = dict(pose="looking left", tilt="looking up", mouth="open", skin_tone="light",
             hair_color="blond", background="grey", lighting="bright", age_bracket="thirties",

@@ -14,15 +14,15 @@ import torch
 import yaml
 from PIL import Image
 
-from clipbridge import cli
-from clipbridge import offline_clip as oc
+from clipbridge.cli.main import main as cli
+from clipbridge.offline import clip_model
 from clipbridge.models.bridge import Bridge
 from clipbridge.models.dcgan import DCGANGenerator
 from clipbridge.models.stylegan2 import Generator
 from helpers import ROOT
 
 ASTRONAUT = ROOT / "data" / "faces" / "astronaut.png"
-TINY_CLIP = oc.OfflineClipConfig(embed_dim=32, image_size=32, patch_size=8, width=64, layers=2, heads=2, slip_dim=16)
+TINY_CLIP = clip_model.OfflineClipConfig(embed_dim=32, image_size=32, patch_size=8, width=64, layers=2, heads=2, slip_dim=16)
 SG2_GROUPS = {"coarse": [0, 3], "middle": [3, 5], "fine": [5, 8]}
 DC_GROUPS = {"4px": [0, 1], "8px": [1, 2], "16px": [2, 3], "32px": [3, 4]}
 
@@ -40,11 +40,12 @@ def save_bridge(bridge: Bridge, path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Tiny model files and a params.yaml naming them: dcgan (64 px, z) and sg2 (32 px, W+)."""
+    """Tiny model files and a params.yaml for them: dcgan (64 px, z) and sg2 (32 px, W+); the files
+    are passed with --*-file, params (read by config.load) gives the layer groups and settings."""
     d = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     files = {"encoder": d / "encoder.pt"}
-    oc.save_checkpoint(oc.build_model(TINY_CLIP), TINY_CLIP, files["encoder"], step=0)
+    clip_model.save_checkpoint(clip_model.build_model(TINY_CLIP), TINY_CLIP, files["encoder"], step=0)
     dcgan = DCGANGenerator(z_dim=6, ngf=4)
     files["dcgan"] = save_generator(dcgan, "dcgan", "tiny-dcgan", d / "dcgan.pt")
     files["dcgan_bridge"] = save_bridge(Bridge(32, 6, depth=2, width=16, target="z"), d / "dcgan_bridge.pt")
@@ -55,7 +56,7 @@ def models(tmp_path_factory):
                                              latent_mean=sg2.mapping.w_avg), d / "sg2_bridge.pt")
     files["params"] = d / "params.yaml"
     files["params"].write_text(yaml.safe_dump({
-        "profile": "offline", "generators": ["tiny-dcgan", "tiny-sg2"],
+        "profile": "offline", "generators": ["dcgan64", "sg2-64"],
         "profiles": {"offline": {"encoder": "clip-offline", "lpips": "LPIPS-rand"}},
         "evaluate": {"lpips_seed": 0, "opt": {"steps": 200, "lr": 0.05, "mse_weight": 1.0, "lpips_weight": 0.0}},
         "edits": {"groups": {"tiny-sg2": SG2_GROUPS, "tiny-dcgan": DC_GROUPS},
@@ -70,7 +71,7 @@ def model_args(models, gen: str = "sg2") -> list[str]:
 
 
 def run(capsys, argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
+    code = cli([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -184,7 +185,8 @@ def test_text_prompt_to_face(models, tmp_path, capsys):
 def test_default_paths_come_from_params(models, tmp_path, capsys, monkeypatch):
     """No --*-file options: the generator is params' first `generators` entry, files at paths.*."""
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"profile": "offline", "generators": ["dcgan64", "sg2-64"]}))
+    Path("params.yaml").write_text(yaml.safe_dump({"profile": "offline", "generators": ["dcgan64", "sg2-64"],
+                                                   "profiles": {"offline": {"encoder": "clip-offline"}}}))
     out = tmp_path / "o"
     code, _, err = run(capsys, ["invert", ASTRONAUT, "--out", out])
     assert_one_line_error(code, err, "data/models/generator-dcgan64.pt", "make repro")
@@ -207,7 +209,8 @@ def test_default_paths_come_from_params(models, tmp_path, capsys, monkeypatch):
     assert_one_line_error(code, err, "generator-sg2-64.pt: holds generator 'dcgan64', not 'sg2-64'")
     Path("params.yaml").write_text(yaml.safe_dump({"profile": "offline",
                                                    "profiles": {"offline": {"generator": "dcgan64"}}}))
-    assert run(capsys, ["invert", ASTRONAUT, "--out", out, "--zoom", "1"])[0] == 0  # the old single key
+    code, _, err = run(capsys, ["invert", ASTRONAUT, "--out", out, "--zoom", "1"])  # strict: config.load
+    assert_one_line_error(code, err, "params.yaml", "unknown key(s) ['generator']")
     Path("params.yaml").unlink()
     code, _, err = run(capsys, ["invert", ASTRONAUT, "--out", out])
     assert_one_line_error(code, err, "params.yaml not found", "--generator", status=2)
@@ -303,8 +306,11 @@ def test_bad_device_and_params(models, tmp_path, capsys):
     args = model_args(models)
     args[args.index("--params") + 1] = str(broken)
     code, _, err = run(capsys, ["invert", ASTRONAUT, "--out", tmp_path / "o", *args])
-    assert_one_line_error(code, err, broken, "not a readable params file")
+    assert_one_line_error(code, err, broken, "not valid YAML")
     assert no_outputs(tmp_path / "o")
+    code, _, err = run(capsys, ["invert", ASTRONAUT, "--out", tmp_path / "o", "--profile", "nope",
+                                *model_args(models)])
+    assert_one_line_error(code, err, models["params"], "unknown profile 'nope'", "offline", status=2)
 
 
 def fuzz_inputs(n: int, seed: int = 0) -> list[bytes]:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from clipbridge import registry
+from clipbridge import config, registry
+from clipbridge.io import ModelFileError
 from clipbridge.models.dcgan import BN_LAYERS, DCGANGenerator, from_package
 from helpers import dcgan_faces
 
@@ -68,21 +69,21 @@ def test_unknown_generator_lists_names():
 def test_bad_model_files(tmp_path):
     html = tmp_path / "g.pt"
     html.write_text("<html>login</html>")
-    with pytest.raises(registry.ModelFileError, match=f"{html}: not a readable model file"):
+    with pytest.raises(ModelFileError, match=f"{html}: not a readable model file"):
         registry.load_generator(html)
     other = tmp_path / "o.pt"
     torch.save({"kind": "bridge", "state_dict": {}}, other)
-    with pytest.raises(registry.ModelFileError, match="not a clipbridge model file"):
+    with pytest.raises(ModelFileError, match="not a clipbridge model file"):
         registry.load_generator(other)
     wrong = tmp_path / "w.pt"
     torch.save({"kind": "dcgan", "state_dict": DCGANGenerator(ngf=8).state_dict(), "init_kwargs": {}}, wrong)
-    with pytest.raises(registry.ModelFileError, match="do not match"):
+    with pytest.raises(ModelFileError, match="do not match"):
         registry.load_generator(wrong)
 
 
 def test_bridge_to_w_on_dcgan_is_refused(G):
     from clipbridge.config import Train
-    from clipbridge.train_bridge import build_bridge
+    from clipbridge.bridge.train import build_bridge
 
     with pytest.raises(ValueError, match="has no W / W\\+ space"):
         build_bridge(G, 8, Train(target="w+", depth=1), torch.zeros(4, 1, 100))
@@ -93,7 +94,7 @@ def test_bridge_init_leaves_the_dead_zone_around_z0(G):
     """At z ~ 0 every first-layer unit of the DCGAN is cut off: constant image, zero gradient.
     The data-dependent init puts the bridge's first outputs where the generator responds."""
     from clipbridge.config import Train
-    from clipbridge.train_bridge import build_bridge
+    from clipbridge.bridge.train import build_bridge
 
     z = (0.01 * torch.randn(4, 100)).requires_grad_(True)
     G(z).sum().backward()
@@ -113,11 +114,11 @@ def test_optimization_from_z0_needs_the_projector_noise(G):
     optimization cannot move; with it, it reconstructs."""
     import dataclasses
 
-    from clipbridge import invert
+    from clipbridge.bridge import invert
 
     target = dcgan_faces(4, seed=3)
     start = invert.mean_ws(G, 4)
-    cfg = invert.OptimConfig(steps=40, lr=0.05, lpips_weight=0.0)
+    cfg = config.OptimConfig(steps=40, lr=0.05, lpips_weight=0.0)
     still, _ = invert.optimize(G, target, start, "w", dataclasses.replace(cfg, noise=0.0))
     moved, _ = invert.optimize(G, target, start, "w", cfg)
     assert torch.equal(still, start)

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clipbridge.distill import (DistillConfig, build_student, heldout_z, layer_groups, lr_at,
-                                teacher_images, train, training_z)
-from clipbridge.models.stylegan2 import CheckpointError, load_checkpoint
+from clipbridge.config import DistillConfig
+from clipbridge.offline.distill import (build_student, heldout_z, lr_at, teacher_images, train,
+                                        training_z)
+from clipbridge.io import ModelFileError
+from clipbridge.models.stylegan2 import load_checkpoint
 
 TINY = DistillConfig(img_resolution=16, w_dim=32, channel_base=256, channel_max=32, batch=4, steps=8,
                      warmup_steps=2, log_every=1, eval_every=4, eval_n=8, checkpoint_every_seconds=1e9,
@@ -81,11 +83,6 @@ def test_w_avg_tracked_and_truncation(tmp_path, teacher):
     assert torch.allclose(imgs, mean_img.expand_as(imgs), atol=1e-6)
 
 
-def test_layer_groups_by_resolution():
-    G = build_student(DistillConfig())
-    assert G.num_ws == 10 and layer_groups(G) == {"coarse": (0, 4), "fine": (7, 10)}
-
-
 def test_teacher_downsampled_to_student_resolution(teacher):
     z = heldout_z(2)
     full, small = teacher_images(teacher, z), teacher_images(teacher, z, 16)
@@ -96,7 +93,7 @@ def test_teacher_downsampled_to_student_resolution(teacher):
 def test_bad_checkpoint_is_one_line_naming_file(tmp_path, teacher):
     bad = tmp_path / "c.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(ModelFileError) as e:
         train(TINY, bad, teacher=teacher)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
 
@@ -105,13 +102,16 @@ def test_stage_writes_outputs(tmp_path, monkeypatch):
     from clipbridge.stages import distill as stage
 
     monkeypatch.chdir(tmp_path)
-    stage.main(SimpleNamespace(distill=TINY, device="cpu"))
+    groups = {"4px": [0, 1], "8px": [1, 3], "16px": [3, 5], "16px-rgb": [5, 6]}   # the 16 px student's 6 ws
+    stage.main(SimpleNamespace(distill=TINY, device="cpu", edits=SimpleNamespace(groups={"sg2-64": groups})))
     for out in (stage.CHECKPOINT, stage.CURVE, stage.METRICS, stage.FIGURE):
         assert (tmp_path / out).is_file(), out
     metrics = json.loads((tmp_path / stage.METRICS).read_text())
     assert {"psnr", "lpips_rand", "ssim", "face_rate_student", "face_rate_teacher", "hierarchy", "step",
             "train_seconds", "config"} <= metrics.keys()
     assert {"coarse", "fine", "coarse_moves_landmarks_more", "fine_is_more_colour"} <= metrics["hierarchy"].keys()
+    assert metrics["hierarchy"]["coarse"]["ws"] == [0, 1] and metrics["hierarchy"]["fine"]["ws"] == [5, 6]  # params'
     assert metrics["step"] == TINY.steps and metrics["face_rate_teacher"] > 0
+    assert metrics["train_device"].startswith("CPU (") and metrics["eval_device"] == "cpu"  # from meta.device
     G, _ = load_checkpoint(tmp_path / stage.CHECKPOINT)
     assert G.img_resolution == 16

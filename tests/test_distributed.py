@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clipbridge import distributed
-from clipbridge import offline_clip as oc
+from clipbridge.offline import clip_model, clip_train
 from test_offline_clip import TINY, coloured_faces
 
 # A global batch of 15 over 2 ranks: uneven shards of 8 and 7 rows. SLIP on, so both
@@ -79,7 +79,7 @@ def test_torchrun_environment_without_init_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="call clipbridge.distributed.init"):
         distributed.gather_rows(torch.zeros(2, 3))
     with pytest.raises(RuntimeError, match="call clipbridge.distributed.init"):
-        oc.train(*_data(), TINY, **ARGS)
+        clip_train.train(*_data(), TINY, **ARGS)
 
 
 class _Contrastive(torch.nn.Module):
@@ -119,7 +119,7 @@ def _data():
 def _torchrun(job: Path, nproc: int, script: str = __file__) -> None:
     """Run ``script JOB`` as ``nproc`` torchrun ranks (free port: ``--standalone``); assert success."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(oc.__file__).parents[1]),
+           "PYTHONPATH": os.pathsep.join([str(Path(clip_model.__file__).parents[2]),
                                           os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           f"--nproc_per_node={nproc}", script, str(job)],
@@ -133,9 +133,9 @@ def _worker(job: Path) -> None:
     spec = torch.load(job, weights_only=True)
     with distributed.session("cpu") as device:
         assert distributed.world_size() == spec["world"]
-        model = oc.train(*_data(), TINY, **spec["args"], device=device,
+        model = clip_train.train(*_data(), TINY, **spec["args"], device=device,
                          ckpt_path=spec["ckpt"], curve_csv=spec["curve"])
-        torch.save(oc.trained_state_dict(model), f"{spec['out']}.rank{distributed.rank()}.pt")
+        torch.save(clip_model.trained_state_dict(model), f"{spec['out']}.rank{distributed.rank()}.pt")
         torch.save(_contrastive_grads(), f"{spec['out']}.grads{distributed.rank()}.pt")
         # logging helpers: shards of 8 and 7 rows with means 0 and 1 average to 7/15
         r = distributed.rank()
@@ -159,7 +159,7 @@ def _without_key_projection(state: dict) -> dict:
 
 
 def _model(state: dict):
-    model = oc.build_model(TINY)
+    model = clip_model.build_model(TINY)
     model.load_state_dict(state, strict=False)
     return model
 
@@ -180,10 +180,10 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
     torch.set_num_threads(1)                      # as each rank: same kernels, same sum order
     try:
         x, caps = _data()
-        init = oc.trained_state_dict(oc.train(x, caps, TINY, **{**ARGS, "steps": 0}))
-        one = oc.train(x, caps, TINY, **ARGS, ckpt_path=tmp_path / "one.pt",
+        init = clip_model.trained_state_dict(clip_train.train(x, caps, TINY, **{**ARGS, "steps": 0}))
+        one = clip_train.train(x, caps, TINY, **ARGS, ckpt_path=tmp_path / "one.pt",
                        curve_csv=tmp_path / "one.csv")
-        one = oc.trained_state_dict(one)
+        one = clip_model.trained_state_dict(one)
     finally:
         torch.set_num_threads(threads)
     ckpt, curve = tmp_path / "ddp.pt", tmp_path / "ddp.csv"
@@ -193,11 +193,11 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
                         out=str(tmp_path / f"until-{until}")), job)
         _torchrun(job, 2)
         if until:
-            assert oc.load_checkpoint(ckpt)[1]["step"] == until
-            assert oc.state_path(ckpt).is_file()
+            assert clip_model.load_checkpoint(ckpt)[1]["step"] == until
+            assert clip_train.state_path(ckpt).is_file()
     rank0 = torch.load(tmp_path / "until-None.rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "until-None.rank1.pt", weights_only=True)
-    saved, info = oc.load_checkpoint(ckpt)
+    saved, info = clip_model.load_checkpoint(ckpt)
     assert info["step"] == ARGS["steps"]
     # gather_rows + DDP give the gradient of the global loss, both for parameters reached
     # through the gathered rows and for those used directly in the loss (checked here on a toy
@@ -216,7 +216,7 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
     for k in a:
         assert float((a[k] - b[k]).abs().max()) < 1e-6, k
     with torch.no_grad():
-        e_one, e_ddp, e_init = (oc.encode_images(_model(s), x) for s in (one, rank0, init))
+        e_one, e_ddp, e_init = (clip_model.encode_images(_model(s), x) for s in (one, rank0, init))
     assert float((e_one - e_init).abs().max()) > 1e-2
     assert float((e_one - e_ddp).abs().max()) < 1e-5
     c_one, c_ddp = _curve(tmp_path / "one.csv"), _curve(curve)

@@ -17,15 +17,16 @@ from types import SimpleNamespace
 import torch
 
 from clipbridge import config, distributed, paths, registry
-from clipbridge import distill as distillation
-from clipbridge.distill import DistillConfig, build_student, heldout_z
+from clipbridge.offline import distill as distillation
+from clipbridge.config import DistillConfig
+from clipbridge.offline.distill import build_student, heldout_z
 from clipbridge.io import save_torch, to_uint8
 from clipbridge.models.dcgan import from_package
 from clipbridge.models.stylegan2 import load_checkpoint
 from clipbridge.stages import distill as distill_stage
 from clipbridge.stages import load_split
 from clipbridge.stages import train as train_stage
-from clipbridge.train_bridge import train as train_bridge
+from clipbridge.bridge.train import train as train_bridge
 
 STUDENT = dict(img_resolution=16, w_dim=32, channel_base=256, channel_max=32)
 # w+ with every loss term, so LPIPS and the latent loss run inside the DDP module too
@@ -40,7 +41,8 @@ RESUME_AT = 3
 
 def _params() -> SimpleNamespace:
     """What the train and distill stages read of config.Params."""
-    return SimpleNamespace(device="cpu", train=BRIDGE, distill=DISTILL, edits=SimpleNamespace(groups={}),
+    groups = {"4px": [0, 1], "8px": [1, 3], "16px": [3, 5], "16px-rgb": [5, 6]}   # the 16 px student's 6 ws
+    return SimpleNamespace(device="cpu", train=BRIDGE, distill=DISTILL, edits=SimpleNamespace(groups={"sg2-64": groups}),
                            active=SimpleNamespace(lpips="LPIPS-rand"), evaluate=SimpleNamespace(lpips_seed=0))
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from clipbridge import invert, registry
+from clipbridge import registry
+from clipbridge.bridge import invert
 
 OFFLINE = sorted(name for name, e in registry.GENERATORS.items() if not e.downloads)
 

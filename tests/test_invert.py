@@ -1,14 +1,12 @@
-"""Inversion by optimization (src/clipbridge/invert.py) and the evaluation helpers around it."""
-
-import math
+"""Inversion by optimization (src/clipbridge/bridge/invert.py) and the evaluation helpers around it."""
 
 import pytest
 import torch
 
-from clipbridge import invert
-from clipbridge.evaluate import across_seeds, gap_closed, summarize
+from clipbridge import config
+from clipbridge.bridge import invert
+from clipbridge.bridge.evaluate import across_seeds, summarize
 from clipbridge.models.stylegan2 import Generator
-from clipbridge.stages.evaluate import equal_time_psnr
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def _target(G, seed=1, n=3):
 def test_optimization_reduces_the_error_and_records_steps(G, space):
     target = _target(G)
     start = invert.mean_ws(G, 3)
-    cfg = invert.OptimConfig(steps=30, lr=0.1, lpips_weight=0.0)
+    cfg = config.OptimConfig(steps=30, lr=0.1, lpips_weight=0.0)
     ws, rec = invert.optimize(G, target, start, space, cfg, record_at=(0, 10, 30))
     assert ws.shape == start.shape and sorted(rec) == [0, 10, 30]
     assert torch.equal(rec[0], start)
@@ -44,7 +42,7 @@ def test_optimization_reduces_the_error_and_records_steps(G, space):
 
 def test_images_are_optimized_independently_of_their_batch(G):
     target = _target(G, n=4)
-    cfg = invert.OptimConfig(steps=5, lr=0.1, lpips_weight=0.0)
+    cfg = config.OptimConfig(steps=5, lr=0.1, lpips_weight=0.0)
     both, _ = invert.optimize(G, target, invert.mean_ws(G, 4), "w+", cfg)
     alone, _ = invert.optimize(G, target[:2], invert.mean_ws(G, 2), "w+", cfg)
     assert torch.allclose(both[:2], alone, atol=1e-5)
@@ -57,14 +55,6 @@ def test_w_plus_is_refused_without_a_style_space():
         invert.check_space(DCGANGenerator(ngf=8), "w+")
     with pytest.raises(ValueError, match="available"):
         invert.check_space(DCGANGenerator(ngf=8), "s")
-
-
-def test_gap_closed_and_equal_time_comparison():
-    assert gap_closed(15.0, 10.0, 20.0) == pytest.approx(0.5)
-    assert math.isnan(gap_closed(15.0, 20.0, 20.0))
-    curve = [{"ms_per_image": 0.0, "psnr": 10.0}, {"ms_per_image": 100.0, "psnr": 20.0}]
-    assert equal_time_psnr(curve, 25.0) == pytest.approx(12.5)
-    assert equal_time_psnr(curve, 1000.0) == pytest.approx(20.0)  # held at the last point
 
 
 def test_summaries_skip_missing_attributes_and_spread_over_seeds():

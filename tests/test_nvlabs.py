@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from clipbridge.io import ModelFileError
 from clipbridge.models import nvlabs
 from clipbridge.models.nvlabs import REGISTRY, load_nvlabs, resolve_weights, sha256_of
-from clipbridge.models.stylegan2 import CheckpointError, Generator
+from clipbridge.models.stylegan2 import Generator
 
 KWARGS = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3)
 MAPPING = dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
@@ -131,7 +132,7 @@ def test_stylegan3_repo_layout_loads(tmp_path, marker):
 
 
 def _error(path, **kwargs):
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(ModelFileError) as info:
         load_nvlabs(path, **kwargs)
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message

@@ -98,8 +98,51 @@ def test_a_stalled_ablation_seed_is_named_and_marked():
     assert stalled([{"val_rgb": 0.64}, {"val_rgb": 0.64}])         # flat: no step improved it
     assert stalled([{"val_rgb": 0.30}, {"val_rgb": 0.50}])         # worse at the end
     assert not stalled([{"val_rgb": 0.40}, {"val_rgb": 0.09}])
-    rows = [{"cell": "width-4096", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 1},
-            {"cell": "depth-1", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 0}]
+    rows = [{"cell": "width-4096", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 1, "stalled_psnr": "9.33"},
+            {"cell": "depth-1", "generator": "dcgan64", "n_seeds": 3, "n_stalled": 0, "stalled_psnr": ""}]
     note = stalled_note(rows)
-    assert "\\texttt{width-4096} on \\texttt{dcgan64}, 1 of 3 seeds" in note and "depth-1" not in note
+    assert "\\texttt{width-4096} on \\texttt{dcgan64}, 1 of 3 seeds (PSNR 9.33 dB)" in note and "depth-1" not in note
+    assert "over the other seeds" in note
     assert stalled_note(rows[1:]) == "No seed stalled."
+
+
+def test_ablation_cells_set_stalled_seeds_apart_and_pair_faces(monkeypatch):
+    """A stalled seed is left out of its cell's mean and the cell's difference from the reference
+    is paired per face, with an interval that excludes 0 only for a real difference."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from clipbridge.stages import ablations
+
+    rng = np.random.default_rng(0)
+    faces = rng.normal(17.0, 2.0, size=64)                     # the test faces differ a lot ...
+    per_seed = {("report-dcgan64", s): faces + rng.normal(0, 0.05, 64) for s in range(3)}
+    per_seed |= {("width-4096", s): faces + 0.3 + rng.normal(0, 0.05, 64) for s in range(3)}  # ... +0.3 dB each
+    per_seed[("width-4096", 0)] = np.full(64, 9.3)             # a collapsed seed
+    cfg = {"depth": 4, "width": 1024, "target": "z", "predict_groups": None}
+
+    def read_json(path):
+        cell, seed = path.parent.name, int(path.stem.removeprefix("seed"))
+        psnr = per_seed[(cell, seed)]
+        return {"psnr": float(psnr.mean()), "ssim": 0.4, "lpips": 0.1, "per_image_psnr": psnr.tolist(),
+                "config": {**cfg, "width": 4096 if cell == "width-4096" else 1024}}
+
+    def read_csv(path):                                        # data/ablate/<cell>-<seed>/curve.csv
+        stalled = path.parent.name == "width-4096-0"
+        return [{"val_rgb": 0.6}, {"val_rgb": 0.6 if stalled else 0.1}]
+
+    monkeypatch.setattr(ablations, "read_json", read_json)
+    monkeypatch.setattr(ablations, "read_csv", read_csv)
+    cells = {"report-dcgan64": SimpleNamespace(generator="dcgan64", width=None),
+             "width-4096": SimpleNamespace(generator="dcgan64", width=4096)}
+    p = SimpleNamespace(ablate=SimpleNamespace(cells=cells, seeds=[0, 1, 2], steps=300, bootstrap=500,
+                                               bootstrap_seed=0))
+    rows = ablations.cell_rows(p)
+    ablations.add_differences(p, rows)
+    wide = rows[1]
+    assert wide["n_stalled"] == 1 and wide["stalled_psnr"] == "9.30" and wide["n_seeds"] == 3
+    assert abs(wide["psnr"] - (faces.mean() + 0.3)) < 0.05   # the mean of the two seeds that trained
+    assert wide["reference"] == "report-dcgan64" and 0.25 < wide["delta_lo"] < 0.3 < wide["delta_hi"] < 0.35
+    assert rows[0]["delta_psnr"] is None                       # the reference row itself
+    assert "against 1024: 0.30~dB" in ablations.axis_summary(p, rows, "width")

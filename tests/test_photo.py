@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipbridge import photo
+from clipbridge.cli import photo
 from clipbridge.models.attributes import Landmarks
 from helpers import ROOT
 

@@ -7,11 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from helpers import dvc
 
-pytestmark = pytest.mark.slow          # uses the smoke pipeline (conftest.smoke_repo); CI runs it
 
 def _ok(run: subprocess.CompletedProcess) -> str:
     assert run.returncode == 0, f"{run.args}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from clipbridge.io import ModelFileError
 from clipbridge.models.stylegan2 import (
-    CheckpointError,
     Generator,
     load_checkpoint,
     save_checkpoint,
@@ -148,7 +148,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     cases = {garbage: "not a readable checkpoint", mismatched: "shape mismatch (file vs model) [synthesis.b16.conv0.affine.bias [8] vs [4]",
              tmp_path / "absent.pt": "no such file"}
     for path, expected in cases.items():
-        with pytest.raises(CheckpointError) as info:
+        with pytest.raises(ModelFileError) as info:
             load_checkpoint(path)
         message = str(info.value)
         assert message.startswith(str(path)) and expected in message and "\n" not in message

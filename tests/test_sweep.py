@@ -8,13 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from clipbridge.sweep import worker_env
 from helpers import dvc
 
-pytestmark = pytest.mark.slow          # uses the smoke pipeline (conftest.smoke_repo); CI runs it
 
 
 def _ok(run: subprocess.CompletedProcess) -> str:

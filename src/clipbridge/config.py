@@ -14,19 +14,140 @@ from pathlib import Path
 import yaml
 
 from clipbridge import paths
-from clipbridge.distill import DistillConfig
-from clipbridge.edits import EditsConfig
-from clipbridge.invert import OptimConfig
+from clipbridge.errors import BadValueError
 
 
-class ConfigError(ValueError):
+class ConfigError(BadValueError):
     """A params file is missing, malformed, or has unknown / mistyped keys."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Projector-style optimization (src/clipbridge/bridge/invert.py; params ``evaluate.opt``)."""
+    steps: int = 200                # optimization steps per image batch
+    lr: float = 0.05                # Adam learning rate in the normalized latent space
+    mse_weight: float = 1.0         # weight of the pixel MSE on [-1, 1]
+    lpips_weight: float = 1.0       # weight of LPIPS (the profile's variant)
+    noise: float = 0.05             # latent noise at step 0, in units of std, ramped to 0 (NVlabs projector)
+    noise_ramp: float = 0.75        # fraction of the steps over which the noise decays (quadratically)
+    seed: int = 0                   # seed of the latent noise
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """All knobs of the distillation (params.yaml section ``distill``). Defaults = best CPU recipe."""
+
+    seed: int = 0                       # student init and training-z stream
+    # student architecture (StyleGAN2 'skip'; channels at resolution r: min(channel_base // r, channel_max))
+    img_resolution: int = 64            # student output; < 64 = teacher area-downsampled (tests)
+    w_dim: int = 256                    # W size
+    mapping_layers: int = 2             # fully connected layers of the mapping (StyleGAN: 8)
+    mapping_lr_multiplier: float = 1.0  # StyleGAN's 0.01 stalls distillation (DESIGN.md)
+    channel_base: int = 2048            # 4-16 px: 128 ch, 32 px: 64, 64 px: 32
+    channel_max: int = 128
+    use_noise: bool = False             # per-pixel noise inputs (the teacher has none)
+    fused_modconv: bool = False         # grouped-conv modulation; False (scale activations) is faster on CPU
+    # optimization
+    batch: int = 8                      # per CPU-minute 8 edged out 16 (benchmarks/distill.py)
+    steps: int = 200_000                # schedule length (~11 h at 0.2 s/step): cosine to lr * lr_final
+    lr: float = 5e-3
+    lr_final: float = 0.02              # final lr as a fraction of lr
+    warmup_steps: int = 20              # linear warmup from 0
+    beta1: float = 0.0                  # Adam betas (StyleGAN2: 0, 0.99)
+    beta2: float = 0.99
+    ema_beta: float = 0.0               # EMA of the weights per step; 0 = no EMA (saved model = trained weights)
+    # losses (all on images in [-1, 1])
+    loss_l1: float = 1.0                # L1 on the final image
+    loss_l2: float = 0.0                # MSE on the final image
+    loss_multiscale: float = 1.0        # L1 of every intermediate toRGB image vs the downsampled teacher (summed)
+    loss_lpips: float = 0.0             # LPIPS-rand (random AlexNet trunk) on the final image
+    lpips_seed: int = 0
+    # bookkeeping
+    threads: int = 1                    # torch CPU threads while training; 0 = leave as is. On the shared
+                                        # 2-core machine 1 thread ran 2.5x faster than 2 (oversubscribed)
+    log_every: int = 50                 # curve row every N steps (training loss terms, lr, seconds)
+    eval_every: int = 500               # held-out PSNR every N steps (and at the end); 0 = never
+    eval_n: int = 64                    # held-out z (heldout_z) for the curve's PSNR
+    checkpoint_every_seconds: float = 600.0
+    final_eval_n: int = 1000            # held-out z for the final metrics (stage distill)
+    final_eval_hierarchy_n: int = 200   # of those, z used for the layer-group check
+    time_budget_seconds: float = 0.0    # stop cleanly (with a checkpoint) after this much wall time; 0 = none
+
+
+DEFAULT_UNIT_SCALE: dict[str, float] = {"dcgan64": 0.2}  # edits.offsets docstring, "Offsets and units"
+
+
+@dataclass(frozen=True)
+class EditsConfig:
+    """The layer-group study (params.yaml section ``edits``). Units: :mod:`clipbridge.edits.offsets`."""
+
+    seed: int = 0                       # faces, offset directions, strip, bootstrap (separate streams)
+    n_faces: int = 64                   # faces per generator; only z whose unedited face dlib finds
+    n_draws: int = 2                    # random offset directions per face and group
+    magnitudes: list[float] = field(default_factory=lambda: [0.45, 0.9, 1.35])  # offsets, in sigma_w
+                                        # (W+) or log channel scale (DCGAN); = the report's steps 15/30/45
+    verdict_magnitude: float | None = None  # magnitude the claims are judged at; None = the largest
+    w_std_samples: int = 2048           # z mapped to estimate the per-dimension std of w (W+ unit)
+    batch: int = 64                     # images per generator / measurement call
+    bootstrap: int = 2000               # bootstrap resamples of faces for the 95% CIs
+    lpips_seed: int = 0                 # seed of LPIPS-rand's random AlexNet trunk (offline profile)
+    strip_step: float = 0.03            # the report's step, read in the units of `magnitudes`
+    strip_steps: int = 50               # the report's step count
+    strip_show: list[int] = field(default_factory=lambda: [0, 15, 30, 45])  # steps shown (report)
+    groups: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+                                        # generator -> group name -> [start, stop) layers, coarse to fine;
+                                        # defined only in params.yaml (none here)
+    unit_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_UNIT_SCALE))
+                                        # generator -> offset units per magnitude unit; absent = 1
+
+    def __post_init__(self) -> None:
+        src = f"{paths.PARAMS}: edits"
+        checks = [
+            (self.n_faces >= 1, f"{src}.n_faces must be >= 1, got {self.n_faces}"),
+            (self.n_draws >= 1, f"{src}.n_draws must be >= 1, got {self.n_draws}"),
+            (self.batch >= 1, f"{src}.batch must be >= 1, got {self.batch}"),
+            (self.bootstrap >= 1, f"{src}.bootstrap must be >= 1, got {self.bootstrap}"),
+            (self.w_std_samples >= 2, f"{src}.w_std_samples must be >= 2, got {self.w_std_samples}"),
+            (len(self.magnitudes) > 0 and all(m >= 0 for m in self.magnitudes),
+             f"{src}.magnitudes must be a non-empty list of numbers >= 0, got {self.magnitudes}"),
+            (len(set(self.magnitudes)) == len(self.magnitudes), f"{src}.magnitudes has duplicates: {self.magnitudes}"),
+            (self.verdict_magnitude is None or self.verdict_magnitude in self.magnitudes,
+             f"{src}.verdict_magnitude {self.verdict_magnitude} is not one of magnitudes {self.magnitudes}"),
+            (self.strip_steps >= 1 and len(self.strip_show) > 0
+             and all(0 <= k < self.strip_steps for k in self.strip_show),
+             f"{src}.strip_show {self.strip_show} must be non-empty steps in [0, strip_steps={self.strip_steps})"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        for gen, scale in self.unit_scale.items():
+            if not scale > 0:
+                raise ConfigError(f"{src}.unit_scale.{gen} must be > 0, got {scale}")
+        for gen, groups in self.groups.items():
+            for name, rng in groups.items():
+                if len(rng) != 2 or not 0 <= rng[0] < rng[1]:
+                    raise ConfigError(f"{src}.groups.{gen}.{name} = {rng} is not a half-open range "
+                                     f"[start, stop) with 0 <= start < stop")
+
+    @property
+    def judged_magnitude(self) -> float:
+        return max(self.magnitudes) if self.verdict_magnitude is None else self.verdict_magnitude
+
+    def scale_of(self, generator: str) -> float:
+        return float(self.unit_scale.get(generator, 1.0))
+
 
 
 @dataclass(frozen=True)
 class ProfileModels:
     encoder: str                    # encoder registry name (see registry.ENCODERS)
-    lpips: str = "LPIPS-rand"       # 'LPIPS-rand' (random AlexNet trunk, offline) | 'LPIPS' (ImageNet trunk)
+    lpips: str = "LPIPS-rand"       # the loss: 'LPIPS-rand' (random AlexNet trunk, offline) | 'LPIPS' (ImageNet trunk)
+    lpips_metric: str | None = None # the reported perceptual metric, one no method optimizes: 'ST-LPIPS'
+                                    # (trained shift-tolerant AlexNet, offline) | 'LPIPS'; None = `lpips`
+
+    @property
+    def metric(self) -> str:
+        return self.lpips_metric or self.lpips
     downloads: bool = False         # may this profile download weights (NVlabs generators, OpenAI CLIP)?
 
 
@@ -73,7 +194,7 @@ class Clip:
     slip_weight: float = 0.5        # SimCLR term between two views of a face (SLIP); 0 = plain CLIP
     ckpt_seconds: float = 300.0     # checkpoint at least this often (resume after interruption)
     probe_alpha: float = 1.0        # ridge strength of the latent probe
-    precision: str = "fp32"         # fp32 | bf16 (autocast; ~2x faster on CPU, offline_clip.autocast)
+    precision: str = "fp32"         # fp32 | bf16 (autocast; ~2x faster on CPU, clip_model.autocast)
     eval_every: int = 0             # held-out loss and recall@1 in the curve every this many steps (0 = off)
 
 
@@ -123,6 +244,8 @@ class Ablate:
     steps: int = 300                # training steps of every cell (the headline trains train.steps)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     cells: dict[str, AblationCell] = field(default_factory=dict)
+    bootstrap: int = 2000           # resamples of test faces for each cell's paired PSNR difference
+    bootstrap_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,10 +254,15 @@ class Evaluate:
     batch: int = 64
     lpips_seed: int = 0             # seed for the random-weight LPIPS of the offline profile
     n_opt: int = 32                 # test faces the optimization methods run on (all methods are also scored there)
+    n_opt_by_generator: dict[str, int] = field(default_factory=dict)  # per-generator n_opt; others use n_opt
     opt: OptimConfig = field(default_factory=OptimConfig)  # optimization from w_avg (W and W+)
     refine_steps: int = 20          # bridge + k optimization steps (W+ where the generator has it, else W)
     record_at: list[int] = field(default_factory=lambda: [5, 10, 20, 50, 100])  # optimization checkpoints scored for the speed/quality curve
     attributes: bool = True         # score age, gender, identity (dlib) per method
+    bootstrap: int = 2000           # resamples of the optimization faces for paired intervals and gap closed
+
+    def n_opt_for(self, generator: str) -> int:
+        return self.n_opt_by_generator.get(generator, self.n_opt)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 A training loop written with these helpers runs unchanged as ``python -m ...`` (one process, CPU
 or one GPU) and as ``torchrun --nproc_per_node=N -m ...`` (N processes, PyTorch
 DistributedDataParallel over gloo on CPU or nccl on CUDA, several machines with torchrun's
-``--nnodes`` / ``--rdzv-endpoint``). The recipe, as :func:`clipbridge.offline_clip.train`,
-:func:`clipbridge.train_bridge.train` and :func:`clipbridge.distill.train` follow it:
+``--nnodes`` / ``--rdzv-endpoint``). The recipe, as :func:`clipbridge.offline.clip_train.train`,
+:func:`clipbridge.bridge.train.train` and :func:`clipbridge.offline.distill.train` follow it:
 
 1. ``device = init(requested)`` once at the start of the stage (``requested`` from params);
    :func:`cleanup` at the end.
@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from clipbridge.errors import BadValueError
 from clipbridge.io import seed_everything
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}     # device type -> process-group backend
@@ -116,15 +117,15 @@ def init(device: str | torch.device = "cpu") -> torch.device:
     if world_size() <= 1 and not is_initialized():
         return requested
     if requested.type not in BACKENDS:
-        raise ValueError(f"device {str(requested)!r}: data-parallel training supports the device "
+        raise BadValueError(f"device {str(requested)!r}: data-parallel training supports the device "
                          f"types {sorted(BACKENDS)}")
     if requested.type == "cuda":
         index = local_rank()
         if requested.index is not None and requested.index != index:
-            raise ValueError(f"device {str(requested)!r} names one GPU but this is local rank "
+            raise BadValueError(f"device {str(requested)!r} names one GPU but this is local rank "
                              f"{index} of a torchrun job; use 'cuda' (rank k takes cuda:k)")
         if index >= torch.cuda.device_count():
-            raise ValueError(f"local rank {index} needs cuda:{index} but this machine has "
+            raise BadValueError(f"local rank {index} needs cuda:{index} but this machine has "
                              f"{torch.cuda.device_count()} GPUs; use --nproc_per_node <= "
                              f"{torch.cuda.device_count()}")
         requested = torch.device("cuda", index)
@@ -132,7 +133,7 @@ def init(device: str | torch.device = "cpu") -> torch.device:
     if not is_initialized():
         dist.init_process_group(backend=BACKENDS[requested.type])
     elif dist.get_backend() != BACKENDS[requested.type]:
-        raise ValueError(f"device {str(requested)!r} needs the {BACKENDS[requested.type]} backend "
+        raise BadValueError(f"device {str(requested)!r} needs the {BACKENDS[requested.type]} backend "
                          f"but the process group uses {dist.get_backend()}")
     return requested
 

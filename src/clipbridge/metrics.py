@@ -2,9 +2,8 @@
 
 Protocol (DESIGN.md): MSE on the [-1, 1] range (the inversion papers' "L2"),
 PSNR = 10 log10(4 / MSE) (peak-to-peak range 2), SSIM on [0, 1] with an 11x11 Gaussian window
-(sigma 1.5), and LPIPS v0.1 with an AlexNet trunk. The offline profile cannot download the
-trunk's ImageNet weights and builds it randomly initialized from a fixed seed: that variant is
-*LPIPS-rand*, not comparable with published LPIPS, and is labelled so wherever it appears.
+(sigma 1.5). The perceptual distances (LPIPS and its variants) are networks:
+:mod:`clipbridge.models.lpips`; :func:`perceptual_input` is their common input policy.
 """
 
 from __future__ import annotations
@@ -54,41 +53,19 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return s.flatten(1).mean(1)
 
 
-class LPIPS(torch.nn.Module):
-    """LPIPS distance, ``[N, 3, H, W] x2 in [-1, 1] -> [N]``, resized to ``size`` first.
+PERCEPTUAL_MIN_SIDE = 64    # AlexNet's pooling needs >= 64 px: test generators of 16-32 px are upsampled
+PERCEPTUAL_MAX_SIDE = 256   # the protocol scores at most 256 px: a 512 px generator is downsampled
 
-    ``size=None`` keeps the input size, except that inputs smaller than :attr:`MIN_SIZE` (test
-    generators of 16-32 px) are upsampled to it: AlexNet's pooling needs at least that much.
 
-    ``random_trunk=True`` (offline profile) builds the AlexNet trunk randomly initialized after
-    ``torch.manual_seed(seed)``: LPIPS-rand. The linear heads are the package's v0.1 weights.
-    """
-
-    def __init__(self, random_trunk: bool, seed: int = 0, size: int | None = None):
-        super().__init__()
-        import warnings
-
-        import lpips
-
-        self.label = "LPIPS-rand" if random_trunk else "LPIPS"
-        self.size = size
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, raised inside lpips
-            warnings.simplefilter("ignore", UserWarning)
-            self.net = lpips.LPIPS(net="alex", version="0.1", pnet_rand=random_trunk, verbose=False)
-        torch.random.set_rng_state(state)
-        self.net.eval().requires_grad_(False)
-
-    MIN_SIZE = 64
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check(x, y)
-        size = self.size if self.size is not None else max(x.shape[-1], self.MIN_SIZE)
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return self.net(x, y, normalize=False).flatten()
+def perceptual_input(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both image batches resized (bilinear, antialiased) to their side clamped to
+    [PERCEPTUAL_MIN_SIDE, PERCEPTUAL_MAX_SIDE]: the input policy of every LPIPS variant."""
+    _check(x, y)
+    size = min(max(x.shape[-1], PERCEPTUAL_MIN_SIDE), PERCEPTUAL_MAX_SIDE)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x, y
 
 
 def mean_std(values) -> tuple[float, float]:

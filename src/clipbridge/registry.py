@@ -2,8 +2,9 @@
 
 Every model the pipeline uses is materialized by the ``models`` stage into one file in our own
 checkpoint format ``{kind, state_dict, init_kwargs, meta}`` and loaded back with
-:func:`load_generator` / :func:`load_encoder` through ``torch.load(weights_only=True)``: no file
-ever runs code. A name that is not registered is an error listing the valid names.
+:func:`load_generator` / :func:`load_encoder` through :func:`clipbridge.io.read_checkpoint`
+(``torch.load(weights_only=True)``): no file ever runs code. A name that is not registered is an
+error listing the valid names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from clipbridge.io import atomic_path, save_torch, sha256_of
+from clipbridge.errors import UnknownNameError
+from clipbridge.io import ModelFileError, atomic_path, read_checkpoint, save_torch, sha256_of
 from clipbridge.models.nvlabs import REGISTRY as NVLABS
 
 
@@ -67,13 +69,9 @@ ENCODERS: dict[str, EncoderEntry] = {
 }
 
 
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable, or not in the expected format."""
-
-
 def _lookup(table: dict, name: str, what: str):
     if name not in table:
-        raise KeyError(f"unknown {what} '{name}'; available: {sorted(table)}")
+        raise UnknownNameError(f"unknown {what} '{name}'; available: {sorted(table)}")
     return table[name]
 
 
@@ -86,17 +84,9 @@ def encoder_entry(name: str) -> EncoderEntry:
 
 
 def read_model_file(path: Path, kinds: tuple[str, ...]) -> dict:
-    """Load one of our model files safely and check its kind."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found (run `dvc repro models`)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse is reported as one line
-        raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    if not isinstance(obj, dict) or obj.get("kind") not in kinds or "state_dict" not in obj:
-        raise ModelFileError(f"{path}: not a clipbridge model file of kind {list(kinds)}")
-    return obj
+    """One of our model files (:func:`clipbridge.io.read_checkpoint`), of one of ``kinds``."""
+    return read_checkpoint(path, kind_key="kind", kinds=kinds, required=("state_dict",),
+                           what="model file", hint="run `dvc repro models`")
 
 
 # ----------------------------------------------------------------------------- generators
@@ -118,13 +108,10 @@ def build_generator(name: str, mirror: str | None = None) -> tuple[torch.nn.Modu
         path = nvlabs.resolve_weights(name, mirror, dest=Path("data/downloads") / f"{name}.pkl")
         G, digest = nvlabs.load_nvlabs(path), sha256_of(path)
     else:
-        from clipbridge.models.stylegan2 import CheckpointError, load_checkpoint
+        from clipbridge.models.stylegan2 import load_checkpoint
 
         path = Path(entry.checkpoint)
-        try:
-            G, _ = load_checkpoint(path)
-        except CheckpointError as exc:
-            raise ModelFileError(str(exc)) from None
+        G, _ = load_checkpoint(path)
         digest = sha256_of(path)
     G.meta = {"name": name, "source_sha256": digest, **asdict(entry)}
     return G.eval().requires_grad_(False), G.meta
@@ -172,10 +159,10 @@ def materialize_encoder(name: str, out: Path, seed: int, mirror: str | None = No
 
     entry = encoder_entry(name)
     if entry.arch == "offline":
-        from clipbridge import offline_clip
+        from clipbridge.offline import clip_model
 
         src = Path(entry.pretrained)
-        model, info = offline_clip.load_checkpoint(src)  # validates the file before copying it
+        model, info = clip_model.load_checkpoint(src)  # validates the file before copying it
         with atomic_path(out) as tmp:
             shutil.copyfile(src, tmp)
         return {"name": name, "arch": "ViT (offline CLIP)", "pretrained": str(src), "placeholder": False,
@@ -204,32 +191,29 @@ def materialize_encoder(name: str, out: Path, seed: int, mirror: str | None = No
 
 
 def _is_offline_clip(path: Path) -> bool:
-    from clipbridge import offline_clip
+    from clipbridge.offline import clip_model
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - read_model_file reports unreadable files
+        obj = read_checkpoint(path, mmap=True)
+    except ModelFileError:  # read_model_file reports unreadable files
         return False
-    return isinstance(obj, dict) and obj.get("format") == offline_clip.CHECKPOINT_FORMAT
+    return obj.get("format") == clip_model.CHECKPOINT_FORMAT
 
 
 def load_encoder(path: Path):
     """A frozen :class:`~clipbridge.models.clip.ClipEncoder` from one of our model files."""
     import open_clip
 
-    from clipbridge.models.clip import ClipEncoder
+    from clipbridge.models.clip import ClipEncoder, open_clip_text
 
     path = Path(path)
     if path.is_file() and _is_offline_clip(path):
-        from clipbridge import offline_clip
+        from clipbridge.offline import clip_model
 
-        try:
-            model, info = offline_clip.load_checkpoint(path)
-        except offline_clip.CheckpointError as exc:
-            raise ModelFileError(str(exc)) from None
+        model, info = clip_model.load_checkpoint(path)
         cfg = info["config"]
         enc = ClipEncoder(model, cfg.image_size, cfg.image_mean, cfg.image_std, encoder_entry("clip-offline").label,
-                          has_text=True, tokenizer=None, interpolation="bilinear")
+                          text_encoder=clip_model.encode_texts, interpolation="bilinear")
         enc.meta = {"name": "clip-offline", "step": info["step"], "embed_dim": cfg.embed_dim}
         return enc
     obj = read_model_file(path, ("open_clip",))
@@ -240,9 +224,8 @@ def load_encoder(path: Path):
         target.load_state_dict(obj["state_dict"], strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match {meta['arch']} ({str(exc).splitlines()[0]})") from None
-    tok = None if meta["placeholder"] else open_clip.get_tokenizer(meta["arch"])
-    enc = ClipEncoder(model, meta["image_size"], meta["mean"], meta["std"], meta["label"],
-                      has_text=not meta["placeholder"], tokenizer=tok)
+    text = None if meta["placeholder"] else open_clip_text(open_clip.get_tokenizer(meta["arch"]))
+    enc = ClipEncoder(model, meta["image_size"], meta["mean"], meta["std"], meta["label"], text_encoder=text)
     enc.meta = meta
     return enc
 

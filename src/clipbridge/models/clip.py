@@ -7,6 +7,8 @@ The encoder is frozen (eval mode, no gradients to its parameters).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,23 +37,43 @@ def preprocess(x: torch.Tensor, size: int, mean, std, interpolation: str = "bicu
     return (x - mean) / std
 
 
+TextEncoder = Callable[[nn.Module, list[str]], torch.Tensor]
+"""``(model, texts) -> [N, embed_dim]`` L2-normalized float32: a CLIP's text path, given to
+:class:`ClipEncoder` by whoever builds it (:mod:`clipbridge.registry`)."""
+
+
+def open_clip_text(tokenizer) -> TextEncoder:
+    """The text path of an open_clip model: ``tokenizer`` (list[str] -> int64 tokens), then
+    ``model.encode_text``, L2-normalized."""
+    def encode(model: nn.Module, texts: list[str]) -> torch.Tensor:
+        tokens = tokenizer(texts).to(model.logit_scale.device)
+        return F.normalize(model.encode_text(tokens).float(), dim=-1)
+    return encode
+
+
 class ClipEncoder(nn.Module):
     """Frozen CLIP image (and, when meaningful, text) encoder.
 
     ``encode_image(x [N, 3, H, W] in [-1, 1]) -> [N, embed_dim]`` L2-normalized float32.
+    ``encode_text(texts) -> [N, embed_dim]`` L2-normalized float32, through ``text_encoder``
+    (``text_encoder(model, texts)``); None for a placeholder whose text tower is meaningless.
     """
 
-    def __init__(self, model: nn.Module, image_size: int, mean, std, label: str, has_text: bool,
-                 tokenizer=None, interpolation: str = "bicubic"):
+    def __init__(self, model: nn.Module, image_size: int, mean, std, label: str,
+                 text_encoder: TextEncoder | None, interpolation: str = "bicubic"):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.image_size = image_size
         self.interpolation = interpolation
         self.label = label                  # human-readable name used in every table and figure
-        self.has_text = has_text            # False for a placeholder whose text tower is meaningless
-        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    @property
+    def has_text(self) -> bool:
+        """False for a placeholder whose text tower is meaningless."""
+        return self.text_encoder is not None
 
     def train(self, mode: bool = True):
         return super().train(False)
@@ -64,11 +86,6 @@ class ClipEncoder(nn.Module):
         return F.normalize(self.model.encode_image(self.preprocess(x)).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        if not self.has_text:
+        if self.text_encoder is None:
             raise ValueError(f"encoder '{self.label}' has no meaningful text tower")
-        if self.tokenizer is None:  # the offline CLIP: cached-pooling text path of offline_clip
-            from clipbridge.offline_clip import encode_texts
-
-            return encode_texts(self.model, texts).float()
-        tokens = self.tokenizer(texts).to(self.mean.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        return self.text_encoder(self.model, texts).float()

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clipbridge.errors import BadValueError, MissingFileError
 from clipbridge.io import sha256_of
 
 #: Layer indices of ``main`` whose BatchNorm output has the given spatial resolution.
@@ -30,10 +31,10 @@ def package_weights() -> Path:
     """Path of ``gan_face_generate/weights.tar`` in the installed package (not imported)."""
     spec = importlib.util.find_spec("gan_face_generate")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package 'gan-face-generate' is not installed (see requirements-nodeps.txt)")
+        raise MissingFileError("package 'gan-face-generate' is not installed (see requirements-nodeps.txt)")
     path = Path(list(spec.submodule_search_locations)[0]) / "weights.tar"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: DCGAN weights missing from the installed package")
+        raise MissingFileError(f"{path}: DCGAN weights missing from the installed package")
     return path
 
 
@@ -98,7 +99,7 @@ def from_package() -> tuple[DCGANGenerator, str]:
     path = package_weights()
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "netG_state_dict" not in state:
-        raise ValueError(f"{path}: no 'netG_state_dict' in the DCGAN weights file")
+        raise BadValueError(f"{path}: no 'netG_state_dict' in the DCGAN weights file")
     G = DCGANGenerator()
     sd = dict(state["netG_state_dict"])
     sd["w_avg"] = G.w_avg

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipbridge.io import atomic_path, sha256_of
-from clipbridge.models.stylegan2 import CheckpointError, Generator, copy_state_strict
+from clipbridge.errors import MissingFileError, UnknownNameError
+from clipbridge.io import ModelFileError, atomic_path, sha256_of
+from clipbridge.models.stylegan2 import Generator, copy_state_strict
 
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files"
 
@@ -151,20 +152,20 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _sniff(path: Path) -> None:
-    """Raise CheckpointError if the file's first bytes are clearly not a binary pickle."""
+    """Raise ModelFileError if the file's first bytes are clearly not a binary pickle."""
     with open(path, "rb") as f:
         head = f.read(1024)
     if not head:
-        raise CheckpointError(f"{path}: empty file")
+        raise ModelFileError(f"{path}: empty file")
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) or b"<html" in text:
-        raise CheckpointError(f"{path}: looks like an HTML page (a login or redirect page saved instead "
+        raise ModelFileError(f"{path}: looks like an HTML page (a login or redirect page saved instead "
                               f"of the network?), not a pickle; download it again")
     if head.startswith(b"PK\x03\x04"):
-        raise CheckpointError(f"{path}: a zip archive (a torch.save file?), not an NVlabs pickle; "
+        raise ModelFileError(f"{path}: a zip archive (a torch.save file?), not an NVlabs pickle; "
                               f"use clipbridge.models.stylegan2.load_checkpoint for our own checkpoints")
     if head[0] != 0x80:
-        raise CheckpointError(f"{path}: not a pickle (first bytes {head[:8]!r})")
+        raise ModelFileError(f"{path}: not a pickle (first bytes {head[:8]!r})")
 
 
 def _plain(value, where: str, path: Path):
@@ -177,7 +178,7 @@ def _plain(value, where: str, path: Path):
         return value.item()
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    raise CheckpointError(f"{path}: unsupported value in G_ema constructor kwargs at {where}: "
+    raise ModelFileError(f"{path}: unsupported value in G_ema constructor kwargs at {where}: "
                           f"{getattr(value, 'qualname', type(value).__name__)}")
 
 
@@ -191,13 +192,13 @@ def _tensors(obj: _Persistent, prefix: str, path: Path) -> dict[str, torch.Tenso
             if value is None or (field == "_buffers" and name in skip):
                 continue
             if not isinstance(value, torch.Tensor):
-                raise CheckpointError(f"{path}: {prefix}{name} is a {type(value).__name__}, not a tensor")
+                raise ModelFileError(f"{path}: {prefix}{name} is a {type(value).__name__}, not a tensor")
             out[prefix + name] = value
     for name, child in (state.get("_modules") or {}).items():
         if child is None:
             continue
         if not isinstance(child, _Persistent):
-            raise CheckpointError(f"{path}: submodule {prefix}{name} is not an NVlabs persistent "
+            raise ModelFileError(f"{path}: submodule {prefix}{name} is not an NVlabs persistent "
                                   f"network ({getattr(child, 'qualname', type(child).__name__)})")
         out.update(_tensors(child, f"{prefix}{name}.", path))
     return out
@@ -218,7 +219,7 @@ def _generator_kwargs(G: _Persistent, init_kwargs: dict, path: Path) -> dict:
     args = G.state.get("_init_args") or ()
     kwargs = dict(init_kwargs)
     if len(args) > len(_GENERATOR_ARGS):
-        raise CheckpointError(f"{path}: G_ema has {len(args)} positional constructor args, expected at most "
+        raise ModelFileError(f"{path}: G_ema has {len(args)} positional constructor args, expected at most "
                               f"{len(_GENERATOR_ARGS)}")
     kwargs.update(zip(_GENERATOR_ARGS, _plain(list(args), "init_args", path)))
     synthesis = dict(kwargs.pop("synthesis_kwargs", None) or {})
@@ -237,7 +238,7 @@ def load_nvlabs(path: str | os.PathLike, sha256: str | None = None,
     """NVlabs StyleGAN2 ``.pkl`` -> our :class:`Generator` holding its ``G_ema`` (eval mode).
 
     Nothing from the file is executed (see the module docstring). ``sha256`` (hex) is checked
-    first when given. Raises :class:`CheckpointError`, one line naming the file, for: a missing
+    first when given. Raises :class:`ModelFileError`, one line naming the file, for: a missing
     file, a hash mismatch (expected and actual), an HTML page or other non-pickle, a truncated
     or corrupt pickle, no ``G_ema``, a StyleGAN3 (``-t``/``-r``) or other unsupported network,
     and constructor kwargs or tensors that do not match our architecture (missing, unexpected
@@ -245,43 +246,43 @@ def load_nvlabs(path: str | os.PathLike, sha256: str | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: no such file")
     if sha256 is not None:
         actual = sha256_of(path)
         if actual != sha256.lower():
-            raise CheckpointError(f"{path}: sha256 mismatch: expected {sha256.lower()}, actual {actual}")
+            raise ModelFileError(f"{path}: sha256 mismatch: expected {sha256.lower()}, actual {actual}")
     _sniff(path)
     try:
         with open(path, "rb") as f:
             data = _SafeUnpickler(f).load()
     except (EOFError, pickle.UnpicklingError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt pickle ({e})") from e
+        raise ModelFileError(f"{path}: truncated or corrupt pickle ({e})") from e
     except Exception as e:
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: corrupt pickle ({type(e).__name__}: {detail})") from e
+        raise ModelFileError(f"{path}: corrupt pickle ({type(e).__name__}: {detail})") from e
 
     if isinstance(data, tuple) and data and all(isinstance(x, _Opaque) for x in data):
-        raise CheckpointError(f"{path}: a TensorFlow-era pickle ({data[0].qualname}); convert it with "
+        raise ModelFileError(f"{path}: a TensorFlow-era pickle ({data[0].qualname}); convert it with "
                               f"NVlabs legacy.py first")
     if not isinstance(data, dict) or "G_ema" not in data:
         found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path}: no 'G_ema' network in the pickle (found {found})")
+        raise ModelFileError(f"{path}: no 'G_ema' network in the pickle (found {found})")
     G_ema = data["G_ema"]
     if not isinstance(G_ema, _Persistent):
-        raise CheckpointError(f"{path}: G_ema is not an NVlabs persistent network "
+        raise ModelFileError(f"{path}: G_ema is not an NVlabs persistent network "
                               f"({getattr(G_ema, 'qualname', type(G_ema).__name__)})")
     init_kwargs = _plain(dict(G_ema.state.get("_init_kwargs") or {}), "init_kwargs", path)
     config = _stylegan3_config(G_ema, init_kwargs)
     if config is not None:
-        raise CheckpointError(f"{path}: a StyleGAN3 ({config}) generator; only StyleGAN2 networks are "
+        raise ModelFileError(f"{path}: a StyleGAN3 ({config}) generator; only StyleGAN2 networks are "
                               f"supported (stylegan2-ada-pytorch, or stylegan2-* pickles of the stylegan3 repo)")
     if G_ema.class_name != "Generator":
-        raise CheckpointError(f"{path}: G_ema is a {G_ema.class_name!r}, expected a StyleGAN2 'Generator'")
+        raise ModelFileError(f"{path}: G_ema is a {G_ema.class_name!r}, expected a StyleGAN2 'Generator'")
     kwargs = _generator_kwargs(G_ema, init_kwargs, path)
     try:
         G = Generator(**kwargs)
     except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: wrong architecture: G_ema kwargs {kwargs} do not build a "
+        raise ModelFileError(f"{path}: wrong architecture: G_ema kwargs {kwargs} do not build a "
                               f"StyleGAN2 Generator ({e})") from e
     copy_state_strict(G, _tensors(G_ema, "", path), path)
     return G.to(device).eval()
@@ -301,7 +302,7 @@ def resolve_weights(name: str, mirror_dir: str | os.PathLike | None = None,
     FileNotFoundError (one line: mirror path tried, URL and the network error) when neither works.
     """
     if name not in REGISTRY:
-        raise KeyError(f"unknown generator weights {name!r}; available: {sorted(REGISTRY)}")
+        raise UnknownNameError(f"unknown generator weights {name!r}; available: {sorted(REGISTRY)}")
     entry = REGISTRY[name]
     filename = entry["url"].rsplit("/", 1)[-1]
     mirrored = Path(mirror_dir) / filename if mirror_dir is not None else None
@@ -310,7 +311,7 @@ def resolve_weights(name: str, mirror_dir: str | os.PathLike | None = None,
         return mirrored
     tried = f"mirror {mirrored} absent" if mirrored is not None else "no mirror_dir given"
     if dest is None:
-        raise FileNotFoundError(f"{name}: {tried} and no download dest given (url {entry['url']})")
+        raise MissingFileError(f"{name}: {tried} and no download dest given (url {entry['url']})")
     dest = Path(dest)
     try:
         with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
@@ -320,10 +321,10 @@ def resolve_weights(name: str, mirror_dir: str | os.PathLike | None = None,
             out.flush()
             _check_hash(tmp, entry["sha256"], shown=dest)
     except OSError as e:
-        raise FileNotFoundError(f"{name}: {tried} and download of {entry['url']} to {dest} failed ({e})") from e
+        raise MissingFileError(f"{name}: {tried} and download of {entry['url']} to {dest} failed ({e})") from e
     return dest
 
 
 def _check_hash(path: Path, expected: str | None, shown: Path | None = None) -> None:
     if expected is not None and (actual := sha256_of(path)) != expected:
-        raise CheckpointError(f"{shown or path}: sha256 mismatch: expected {expected}, actual {actual}")
+        raise ModelFileError(f"{shown or path}: sha256 mismatch: expected {expected}, actual {actual}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from clipbridge.io import save_torch
+from clipbridge.io import ModelFileError, read_checkpoint, save_torch
 
 # name -> (function, default gain); NVlabs bias_act semantics (lrelu slope 0.2).
 _ACTIVATIONS = {
@@ -36,10 +36,6 @@ _ACTIVATIONS = {
     "relu": (F.relu, math.sqrt(2)),
     "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
 }
-
-
-class CheckpointError(ValueError):
-    """A weights file that cannot be loaded; the message is one line naming file and problem."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,7 +643,7 @@ def copy_state_strict(module: torch.nn.Module, state: dict, source: str | os.Pat
     """Copy ``state`` (name -> tensor) into ``module``'s parameters and buffers, all or nothing.
 
     The key sets must be equal and every shape must match; otherwise raises
-    :class:`CheckpointError` naming ``source`` and the missing, unexpected and mismatched keys.
+    :class:`~clipbridge.io.ModelFileError` naming ``source`` and the missing, unexpected and mismatched keys.
     Values are cast to the module's dtypes.
     """
     own = module.state_dict()
@@ -660,7 +656,7 @@ def copy_state_strict(module: torch.nn.Module, state: dict, source: str | os.Pat
         parts = [f"{label} [{_short_list(keys)}]" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", mismatched))
                  if keys]
-        raise CheckpointError(f"{source}: weights do not fit the architecture: {'; '.join(parts)}")
+        raise ModelFileError(f"{source}: weights do not fit the architecture: {'; '.join(parts)}")
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(state[name])
@@ -684,24 +680,16 @@ def save_checkpoint(path: str | os.PathLike, G: Generator, **extra) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Generator, dict]:
     """Load a file written by :func:`save_checkpoint` -> (Generator in eval mode, payload dict).
 
-    Uses ``torch.load(weights_only=True)``: the file cannot run code. The payload holds
-    ``state_dict``, ``init_kwargs`` and the extras. Raises :class:`CheckpointError` (one line
-    naming the file) for a missing, unreadable or malformed file or mismatched weights.
+    Reads it with :func:`clipbridge.io.read_checkpoint` (``torch.load(weights_only=True)``: the
+    file cannot run code). The payload holds ``state_dict``, ``init_kwargs`` and the extras.
+    Raises :class:`~clipbridge.io.ModelFileError` (one line naming the file) for a missing,
+    unreadable or malformed file or mismatched weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({detail[:200]})") from e
-    if not isinstance(payload, dict) or not {"state_dict", "init_kwargs"} <= payload.keys():
-        keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path}: expected a dict with 'state_dict' and 'init_kwargs', got {keys}")
+    payload = read_checkpoint(path, required=("state_dict", "init_kwargs"), map_location=map_location)
     try:
         G = Generator(**payload["init_kwargs"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: init_kwargs do not build a Generator ({e})") from e
+        raise ModelFileError(f"{path}: init_kwargs do not build a Generator ({e})") from e
     copy_state_strict(G, payload["state_dict"], path)
     return G.to(map_location).eval(), payload

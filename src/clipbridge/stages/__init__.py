@@ -6,21 +6,21 @@ import sys
 from collections.abc import Callable
 
 from clipbridge import config
+from clipbridge.errors import InputError, MissingFileError, UnknownNameError
 
 
 def run(stage: Callable[..., None]) -> None:
-    """Run ``stage(params, *argv)``; expected failures become one line on stderr and exit status 1.
+    """Run ``stage(params, *argv)``; the project's expected errors (:class:`~clipbridge.errors.InputError`:
+    a bad params file, a missing or malformed input file, an unknown name) become one line on
+    stderr and exit status 1. Any other exception is a bug and keeps its traceback.
 
     Extra command-line arguments are the stage's DVC ``foreach`` / ``matrix`` item (for example
     the generator name in ``python -m clipbridge.stages.train dcgan64``).
     """
-    from clipbridge.registry import ModelFileError
-
     try:
         stage(config.load(), *sys.argv[1:])
-    except (config.ConfigError, ModelFileError, FileNotFoundError, KeyError, ValueError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -32,15 +32,22 @@ def load_split(generator: str, split: str) -> dict:
 
     path = paths.dataset_split(generator, split)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset split missing (run `dvc repro dataset@{generator}`)")
+        raise MissingFileError(f"{path}: dataset split missing (run `dvc repro dataset@{generator}`)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def profile_lpips(p: config.Params):
-    """The profile's LPIPS (LPIPS-rand offline), seeded by ``evaluate.lpips_seed``."""
-    from clipbridge.metrics import LPIPS
+    """The profile's LPIPS *loss* (LPIPS-rand offline), seeded by ``evaluate.lpips_seed``."""
+    from clipbridge.models.lpips import build_lpips
 
-    return LPIPS(random_trunk=p.active.lpips == "LPIPS-rand", seed=p.evaluate.lpips_seed).to(p.device)
+    return build_lpips(p.active.lpips, p.evaluate.lpips_seed, p.device)
+
+
+def profile_metric(p: config.Params):
+    """The profile's reported perceptual metric (ST-LPIPS offline): a network no method optimizes."""
+    from clipbridge.models.lpips import build_lpips
+
+    return build_lpips(p.active.metric, p.evaluate.lpips_seed, p.device)
 
 
 def predict_ws(p: config.Params, generator: str, groups: list[str] | None) -> list[int] | None:
@@ -50,6 +57,6 @@ def predict_ws(p: config.Params, generator: str, groups: list[str] | None) -> li
     defined = p.edits.groups.get(generator, {})
     missing = [g for g in groups if g not in defined]
     if missing:
-        raise KeyError(f"params.yaml: layer group(s) {missing} not defined for '{generator}' in edits.groups; "
+        raise UnknownNameError(f"params.yaml: layer group(s) {missing} not defined for '{generator}' in edits.groups; "
                        f"available: {sorted(defined)}")
     return sorted({i for g in groups for i in range(*defined[g])})

@@ -1,7 +1,7 @@
 """Stage ``clip``: train the offline CLIP on the captioned faces and measure it.
 
 Trains the image tower (and the text projection) of an open_clip ``CustomTextCLIP`` whose text
-tower is the locked, pretrained all-MiniLM-L6-v2 (see offline_clip.py). Outputs:
+tower is the locked, pretrained all-MiniLM-L6-v2 (see clipbridge/offline/clip_model.py). Outputs:
 ``checkpoints/clip-offline.pt`` (committed: trained part only, a few MB), its training curve
 ``results/clip/curve.csv`` and ``results/clip/metrics.json``: retrieval recall, zero-shot
 accuracy per attribute (training prompts and held-out paraphrases) and a ridge probe from the
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from clipbridge import config, distributed, offline_clip, paths
+from clipbridge import config, distributed, paths
 from clipbridge.io import from_uint8, write_json
+from clipbridge.offline import clip_eval, clip_model, clip_train
 from clipbridge.stages import run
 from clipbridge.stages.clip_data import CLIP_DATA
 
@@ -37,14 +38,14 @@ def measure(model, train: dict, test: dict, alpha: float) -> dict:
     retrieval among as many training faces (``train_i2t_r1``, ...): the gap between the two says
     how much of its training set the model memorized."""
     test_images = from_uint8(test["images"])
-    out = offline_clip.evaluate(model, test_images, test["attrs"], [c[0] for c in test["captions"]])
+    out = clip_eval.evaluate(model, test_images, test["attrs"], [c[0] for c in test["captions"]])
     n = len(test_images)
-    seen = offline_clip.retrieval(model, from_uint8(train["images"][:n]), [c[0] for c in train["captions"][:n]])
+    seen = clip_eval.retrieval(model, from_uint8(train["images"][:n]), [c[0] for c in train["captions"][:n]])
     out.update({f"train_{k}": v for k, v in seen.items()})
     with torch.no_grad():
-        e_train = offline_clip.encode_images(model, from_uint8(train["images"][:4096]))
-        e_test = offline_clip.encode_images(model, test_images)
-    out["probe_r2_z"] = offline_clip.ridge_r2(e_train, train["z"][:4096], e_test, test["z"], alpha)
+        e_train = clip_model.encode_images(model, from_uint8(train["images"][:4096]))
+        e_test = clip_model.encode_images(model, test_images)
+    out["probe_r2_z"] = clip_eval.ridge_r2(e_train, train["z"][:4096], e_test, test["z"], alpha)
     out["mean_pairwise_cosine"] = float((e_test @ e_test.T).mean())
     return out
 
@@ -54,22 +55,19 @@ def main(p: config.Params) -> None:
     distributed.seed_rank(c.seed)          # = seed_everything(c.seed) in a plain process
     train = torch.load(CLIP_DATA / "train.pt", map_location="cpu", weights_only=True)
     test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
-    cfg = offline_clip.config_from_params(c)
+    cfg = clip_model.config_from_params(c)
     with distributed.session(p.device) as device:   # no-op unless launched by torchrun
-        model = offline_clip.train(
-            from_uint8(train["images"]), train["captions"], cfg, steps=c.steps, batch=c.batch, lr=c.lr,
-            weight_decay=c.weight_decay, warmup=c.warmup, schedule=c.schedule, slip_weight=c.slip_weight,
-            ckpt_path=CHECKPOINT, ckpt_seconds=c.ckpt_seconds, resume=True,
-            curve_csv=paths.RESULTS / "clip" / "curve.csv", seed=c.seed, precision=c.precision,
-            val=(from_uint8(test["images"]), [caps[0] for caps in test["captions"]]),
-            eval_every=c.eval_every, device=device)
+        model = clip_train.train(
+            from_uint8(train["images"]), train["captions"], cfg, **clip_train.train_options(c),
+            ckpt_path=CHECKPOINT, resume=True, curve_csv=paths.RESULTS / "clip" / "curve.csv",
+            val=(from_uint8(test["images"]), [caps[0] for caps in test["captions"]]), device=device)
     if not distributed.is_main():
         return
-    offline_clip.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
+    clip_train.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
     model = model.cpu().eval()
     torch.manual_seed(c.seed)
-    random_init = offline_clip.build_model(cfg)
-    meta = offline_clip.load_checkpoint(CHECKPOINT)[1]["meta"]
+    random_init = clip_model.build_model(cfg)
+    meta = clip_model.load_checkpoint(CHECKPOINT)[1]["meta"]
     write_json(paths.RESULTS / "clip" / "metrics.json", {
         "steps": c.steps, "batch": c.batch, "slip_weight": c.slip_weight, "precision": c.precision,
         "train_device": meta.get("device", "not recorded"), "train_seconds": meta.get("seconds"),

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from clipbridge import config, paths, registry
-from clipbridge.annotate import annotate, categorical
-from clipbridge.captions import ATTRIBUTES, captions_for
 from clipbridge.io import from_uint8, save_torch, seed_everything, to_uint8, write_json
+from clipbridge.offline.annotate import annotate, categorical
+from clipbridge.offline.captions import ATTRIBUTES, captions_for
 from clipbridge.stages import run
 
 CLIP_DATA = paths.DATA / "clip"

@@ -1,6 +1,7 @@
 """Stage ``distill``: distil the StyleGAN2-64 student ``sg2-64`` from the DCGAN teacher.
 
-Reads params ``distill`` (:class:`clipbridge.distill.DistillConfig`) and ``device``. Trains,
+Reads params ``distill`` (:class:`clipbridge.config.DistillConfig`), ``device`` and the
+student's layer groups ``edits.groups.sg2-64`` (for the hierarchy check). Trains,
 resuming from the training state when present, up to ``distill.steps`` or for
 ``distill.time_budget_seconds``, then evaluates and writes:
 
@@ -21,11 +22,14 @@ from __future__ import annotations
 import dataclasses
 
 from clipbridge import distributed, paths
-from clipbridge.distill import DistillConfig, evaluate, heldout_z, teacher_student_grid, train
-from clipbridge.io import seed_everything, write_json
+from clipbridge.config import DistillConfig
+from clipbridge.edits.offsets import groups_for
+from clipbridge.io import finite, read_checkpoint, seed_everything, write_json
 from clipbridge.models.dcgan import from_package
+from clipbridge.offline.distill import evaluate, heldout_z, teacher_student_grid, train
 from clipbridge.stages import run
 
+GENERATOR = "sg2-64"   # the student's generator name (its layer groups: params edits.groups)
 CHECKPOINT = paths.CHECKPOINTS / "sg2-64.pt"
 CURVE = paths.RESULTS / "distill" / "curve.csv"
 METRICS = paths.RESULTS / "distill" / "metrics.json"
@@ -33,8 +37,15 @@ FIGURE = paths.FIGURES / "teacher_student.pdf"
 GRID_N = 8
 
 
+def train_device() -> str:
+    """The device of the run that last trained the committed checkpoint (its ``meta.device``)."""
+    meta = read_checkpoint(CHECKPOINT, what="student checkpoint").get("meta") or {}
+    return meta.get("device", "not recorded")
+
+
 def main(p) -> None:
-    """``p``: anything with ``distill`` (a DistillConfig) and ``device`` (config.Params in the pipeline)."""
+    """``p``: anything with ``distill`` (a DistillConfig), ``edits.groups`` and ``device`` (config.Params in
+    the pipeline)."""
     cfg: DistillConfig = p.distill
     seed_everything(cfg.seed)
     teacher, teacher_sha = from_package()
@@ -45,23 +56,16 @@ def main(p) -> None:
         return
     if not state["done"]:
         print(f"distill: stopped at step {state['step']}/{cfg.steps} (time budget); outputs describe that step")
-    metrics = evaluate(G, teacher, n=cfg.final_eval_n, seed=cfg.seed, lpips_seed=cfg.lpips_seed,
+    groups = groups_for(p.edits, GENERATOR, G)
+    metrics = evaluate(G, teacher, groups, n=cfg.final_eval_n, seed=cfg.seed, lpips_seed=cfg.lpips_seed,
                        n_hierarchy=cfg.final_eval_hierarchy_n)
-    write_json(METRICS, _finite({**metrics, "step": state["step"], "steps": cfg.steps, "done": state["done"],
-                                 "train_seconds": round(state["seconds"], 1), "device": str(p.device),
-                                 "lpips_variant": "LPIPS-rand", "teacher_sha256": teacher_sha,
-                                 "checkpoint_mb": round(CHECKPOINT.stat().st_size / 2**20, 2),
-                                 "config": dataclasses.asdict(cfg)}))
+    write_json(METRICS, finite({**metrics, "step": state["step"], "steps": cfg.steps, "done": state["done"],
+                                "train_seconds": round(state["seconds"], 1), "train_device": train_device(),
+                                "eval_device": str(p.device),
+                                "lpips_variant": "LPIPS-rand", "teacher_sha256": teacher_sha,
+                                "checkpoint_mb": round(CHECKPOINT.stat().st_size / 2**20, 2),
+                                "config": dataclasses.asdict(cfg)}))
     teacher_student_grid(G, teacher, heldout_z(GRID_N, cfg.seed, device), FIGURE)
-
-
-def _finite(obj):
-    """NaN -> None recursively (JSON has no NaN)."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Stage ``edits`` (one DVC ``foreach`` item per generator): the layer-group study.
 
 ``python -m clipbridge.stages.edits <generator>`` reads params ``edits``
-(:class:`clipbridge.edits.EditsConfig`), ``device`` and the profile's LPIPS variant, loads
-``data/models/generator-<generator>.pt`` and runs :func:`clipbridge.edits.run_study`: W+ groups
+(:class:`clipbridge.config.EditsConfig`; the generator's layer groups from ``edits.groups``),
+``device`` and the profile's LPIPS variant, loads
+``data/models/generator-<generator>.pt`` and runs :func:`clipbridge.edits.study.run_study`: W+ groups
 for StyleGAN2 generators, BatchNorm channel-scale groups for the DCGAN. Outputs (committed,
 written atomically):
 
 - ``results/edits/<generator>/metrics.json``: settings, counts, per (group, magnitude) means with
-  95% bootstrap CIs (raw and per unit of RMS change), the four verdicts (DVC metrics);
+  95% bootstrap CIs on the common face set (raw and per unit of RMS change) and face-loss rates
+  (also as ``face_loss``), the four verdicts with their paired group differences under both
+  normalizations (``verdicts``; ``verdicts_by_normalization``: per_rms, raw, combined) (DVC metrics);
 - ``results/edits/<generator>/per_image.csv``: one row per edited image;
 - ``results/edits/<generator>/magnitude.csv``: mean of every measure per magnitude and group
   (DVC plot, x = magnitude, columns ``<measure>_<group>``);
 - ``results/figures/edits_{strip,heatmap,magnitude}_<generator>.pdf``;
-- ``paper/generated/edits_<generator>.tex``: macros (verdicts, key numbers) and two booktabs
-  tables as macros (``\\<Prefix>Table``, ``\\<Prefix>VerdictTable``), prefix
-  ``macro_name('edits', generator)``.
+- ``paper/generated/edits_<generator>.tex``: macros (verdicts per claim, combined and per
+  normalization, paired differences with intervals, samples, face-loss rates, key numbers; see
+  :func:`tex`) and two booktabs tables as macros (``\\<Prefix>Table``, ``\\<Prefix>VerdictTable``),
+  prefix ``macro_name('edits', generator)``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ import re
 
 import torch.nn.functional as F
 
-from clipbridge import figures, paths, registry
-from clipbridge.edits import (CLAIMS, MEASURE, MEASURES, STRIP_MAX_SIDE, EditsConfig, groups_for,
-                              lpips_for, run_study)
-from clipbridge.io import seed_everything, write_csv, write_json, write_text
-from clipbridge.latex import escape, fmt, macro, macro_name
+from clipbridge import paths, registry
+from clipbridge.config import EditsConfig
+from clipbridge.edits.measures import MEASURE, MEASURES
+from clipbridge.edits.offsets import STRIP_MAX_SIDE, groups_for
+from clipbridge.edits.study import run_study
+from clipbridge.edits.verdicts import CLAIMS, NORMALIZATIONS
+from clipbridge.io import finite, seed_everything, write_csv, write_json, write_text
+from clipbridge.models.lpips import build_lpips
+from clipbridge.report import figures
+from clipbridge.report.latex import escape, fmt, macro, macro_name
 from clipbridge.stages import run
 
 CURVE_MEASURES = ("pose", "shape", "skin", "background", "age", "identity", "lowfreq", "lpips")
@@ -46,7 +55,7 @@ def main(p, generator: str) -> None:
     seed_everything(cfg.seed)
     G = registry.load_generator(paths.generator_file(generator)).to(p.device)
     groups = groups_for(cfg, generator, G)
-    lpips = lpips_for(G.img_resolution, random_trunk=p.active.lpips == "LPIPS-rand", seed=cfg.lpips_seed, device=p.device)
+    lpips = build_lpips(p.active.lpips, cfg.lpips_seed, p.device)
     res = run_study(G, groups, cfg, lpips, unit_scale=cfg.scale_of(generator))
     names = list(groups)
     mag = res["settings"]["verdict_magnitude"]
@@ -54,9 +63,12 @@ def main(p, generator: str) -> None:
                 "seconds": round(res["seconds"], 1)}
 
     d = out_dir(generator)
-    write_json(d / "metrics.json", _clean({"settings": settings, "n": res["n"], "summary": res["summary"],
-                                           "verdicts": res["verdicts"], "verdicts_raw": res["verdicts_raw"],
-                                           "verdicts_by_magnitude": res["verdicts_by_magnitude"]}))
+    # NaN -> None and floats to 6 significant digits (JSON has no NaN)
+    write_json(d / "metrics.json", finite({"settings": settings, "n": res["n"], "summary": res["summary"],
+                                           "verdicts": res["verdicts"],
+                                           "verdicts_by_normalization": res["verdicts_by_normalization"],
+                                           "verdicts_by_magnitude": res["verdicts_by_magnitude"],
+                                           "face_loss": res["face_loss"]}, digits=6))
     write_csv(d / "per_image.csv", [{k: _round(v) for k, v in r.items()} for r in res["rows"]])
     write_csv(d / "magnitude.csv", magnitude_rows(res["summary"], names, cfg.magnitudes))
 
@@ -92,17 +104,6 @@ def _round(v):
     if isinstance(v, float):
         return float(f"{v:.6g}") if math.isfinite(v) else v
     return v
-
-
-def _clean(obj):
-    """NaN -> None and floats to 6 significant digits, recursively (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return _round(obj) if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def column(group: str) -> str:
@@ -158,8 +159,75 @@ def _cell(v: dict, digits: int) -> str:
     return fmt(v["mean"], digits) + ci
 
 
+NORM_TEX = {"per_rms": "PerRms", "raw": "Raw"}
+NORM_LABEL = {"per_rms": "per unit RMS", "raw": "raw"}
+
+
+def _pct(v: dict) -> str:
+    return fmt(100 * v["mean"], 0) + r"\%" if math.isfinite(v["mean"]) else "--"
+
+
+def _diff(d: dict, digits: int) -> str:
+    """A paired difference as ``$+1.23`` thin space ``[0.50, 2.00]$`` (math mode: signs), ``--`` where not measured."""
+    if not math.isfinite(d["mean"]):
+        return "--"
+    ci = f"\\ [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]" if math.isfinite(d["lo"]) else ""
+    return f"${d['mean']:+.{digits}f}{ci}$"
+
+
+def _digits(key: str, norm: str) -> int:
+    d = MEASURE[key].digits
+    return max(d - 1, 1) if norm == "per_rms" else d
+
+
+def _evidence(v: dict) -> str:
+    """One claim's evidence as a phrase: per part, the paired difference to the rival under both
+    normalizations and the common face set it was measured on."""
+    out = []
+    for key, p in v["parts"].items():
+        diffs = "; ".join(f"{NORM_LABEL[n]} {_diff(p[n]['vs'][p[n]['rival']], _digits(key, n))} vs "
+                          f"{escape(p[n]['rival'])}" for n in NORMALIZATIONS if p[n]["rival"] is not None)
+        out.append(f"{_tex_label(MEASURE[key], '')}: {diffs or '--'} ({p['sample']['faces']} faces, "
+                   f"{p['sample']['slots']} face--draw pairs)")
+    return "; ".join(out) or "--"
+
+
+def _claim_macros(P: str, claim, v: dict) -> list[str]:
+    """Macros of one claim: verdict (combined; per normalization; agree), group, face-loss rate of
+    the claimed group, evidence phrase, and per part its sample, rival, difference and verdict per
+    normalization."""
+    name = macro_name("verdict", claim.key)
+    out = [macro(P + name, v["verdict"]), macro(P + name + "Group", escape(v["group"] or "--")),
+           macro(P + name + "Agree", "agree" if v["agree"] else "disagree"),
+           macro(P + name + "Evidence", _evidence(v))]
+    out += [macro(P + name + NORM_TEX[n], v[n]) for n in NORMALIZATIONS]
+    losses = [p["sample"]["face_loss_rate"] for p in v["parts"].values() if p["sample"]["face_loss_rate"]]
+    out.append(macro(P + name + "FaceLoss", _pct(losses[0]) if losses else "--"))
+    for key in claim.measures:
+        p = v["parts"].get(key)
+        part = P + name + macro_name(key)
+        out += [macro(part + "Faces", str(p["sample"]["faces"]) if p else "--"),
+                macro(part + "Slots", str(p["sample"]["slots"]) if p else "--")]
+        for n in NORMALIZATIONS:
+            rival = p[n]["rival"] if p else None
+            out += [macro(part + NORM_TEX[n], p[n]["verdict"] if p else "not tested"),
+                    macro(part + "Rival" + NORM_TEX[n], escape(rival or "--")),
+                    macro(part + "Diff" + NORM_TEX[n], _diff(p[n]["vs"][rival], _digits(key, n)) if rival else "--")]
+    return out
+
+
 def tex(generator: str, res: dict, settings: dict) -> str:
-    """Macros and tables of one generator's study (all numbers from ``res``)."""
+    """Macros and tables of one generator's study (all numbers from ``res``).
+
+    Per claim ``<C>`` (``PoseHair``, ``Features``, ``Skin``, ``Background``) and part measure ``<M>``:
+    ``Verdict<C>`` (combined: supported only where both normalizations agree), ``Verdict<C>PerRms`` /
+    ``Raw``, ``Verdict<C>Agree`` (agree / disagree), ``Verdict<C>Group``, ``Verdict<C>FaceLoss`` (the
+    claimed group's face-loss rate), ``Verdict<C>Evidence`` (a phrase: differences, intervals,
+    sample), ``Verdict<C><M>{Faces,Slots}`` (common face set), ``Verdict<C><M>{PerRms,Raw}`` (part
+    verdict), ``Verdict<C><M>Rival{PerRms,Raw}``, ``Verdict<C><M>Diff{PerRms,Raw}`` (paired
+    difference claimed - rival with its 95% interval). ``FaceLoss<group>``, ``FaceLossMax`` and
+    ``FaceLossMaxGroup`` at the verdict magnitude; ``FaceLossFinest`` / ``FinestGroup`` for the last group.
+    """
     P = macro_name("edits", generator)
     summary, verdicts = res["summary"], res["verdicts"]
     groups = list(settings["group_order"])
@@ -177,6 +245,7 @@ def tex(generator: str, res: dict, settings: dict) -> str:
         macro(P + "NDraws", str(n["draws"])),
         macro(P + "NImages", str(n["images"])),
         macro(P + "NExcluded", str(n["excluded_face_rows"])),
+        macro(P + "NLost", str(n["lost_face_rows"])),
         macro(P + "Magnitudes", ", ".join(f"{m:g}" for m in settings["magnitudes"])),
         macro(P + "VerdictMagnitude", f"{mag:g}"),
         macro(P + "MagnitudeUnit", escape(settings["magnitude_unit"])),
@@ -190,12 +259,17 @@ def tex(generator: str, res: dict, settings: dict) -> str:
     ]
     if settings["w_std_mean"] is not None:
         out.append(macro(P + "WStdMean", fmt(settings["w_std_mean"], 3)))
+    loss = {g: summary[g][mk]["face_loss_rate"] for g in groups}
+    out += [macro(P + macro_name("face_loss", g), _pct(loss[g])) for g in groups]
+    worst = max((g for g in groups if math.isfinite(loss[g]["mean"])), key=lambda g: loss[g]["mean"], default=None)
+    out += [macro(P + "FaceLossMax", _pct(loss[worst]) if worst else "--"),
+            macro(P + "FaceLossMaxGroup", escape(worst or "--")),
+            macro(P + "FaceLossFinest", _pct(loss[groups[-1]])),          # groups run coarse to fine
+            macro(P + "FinestGroup", escape(groups[-1]))]
     supported = sum(v["verdict"] == "supported" for v in verdicts.values())
     out.append(macro(P + "NSupported", str(supported)))
     for claim in CLAIMS:
-        v = verdicts[claim.key]
-        out.append(macro(P + macro_name("verdict", claim.key), v["verdict"]))
-        out.append(macro(P + macro_name("verdict", claim.key, "group"), escape(v["group"] or "--")))
+        out += _claim_macros(P, claim, verdicts[claim.key])
     for g in groups:
         for m in MEASURES:
             val = summary[g][mk]["raw"][m.key]["mean"]
@@ -209,7 +283,7 @@ def _table(summary: dict, settings: dict, groups: list[str], mk: str) -> str:
     ranges = settings["groups"]
     head = " & ".join(f"{escape(g)} $[{ranges[g][0]},{ranges[g][1]})$" for g in groups)
     lines = [f"\\begin{{tabular}}{{l{'c' * len(groups)}}}", "\\toprule",
-             f"Measure (magnitude {mk}) & {head} \\\\", "\\midrule"]
+             f"Measure (magnitude {mk}; common face set) & {head} \\\\", "\\midrule"]
     for m in MEASURES:
         label = _tex_label(m, settings["lpips_variant"])
         unit = f" ({TEX_UNITS.get(m.unit, escape(m.unit))})" if m.unit else ""
@@ -217,10 +291,12 @@ def _table(summary: dict, settings: dict, groups: list[str], mk: str) -> str:
                      + " \\\\")
     lines.append("face found after edit & " + " & ".join(_cell(summary[g][mk]["face_found_rate"], 2) for g in groups)
                  + " \\\\")
+    lines.append("face lost by the edit & " + " & ".join(_cell(summary[g][mk]["face_loss_rate"], 2) for g in groups)
+                 + " \\\\")
     lines.append("\\midrule")
     ref = summary[groups[0]][mk]["per_rms"]["pose"]["from"]
     lines.append(f"\\multicolumn{{{len(groups) + 1}}}{{l}}{{change per unit of RMS change from magnitude {ref:g} "
-                 f"(ranks the verdicts)}} \\\\")
+                 f"(with the raw change, ranks the verdicts)}} \\\\")
     for key in dict.fromkeys(k for c in CLAIMS for k in c.measures):
         m = MEASURE[key]
         lines.append(f"{_tex_label(m, '')} per RMS & "
@@ -237,11 +313,24 @@ def _tex_label(m, lpips_label: str) -> str:
 
 
 def _verdict_table(verdicts: dict, mk: str) -> str:
-    lines = ["\\begin{tabular}{llll}", "\\toprule", "Report's claim & Group & Measures & Verdict \\\\", "\\midrule"]
+    """One row per (claim, measure): sample, paired difference claimed - rival [95% CI] and verdict
+    per normalization; the claim's combined verdict on its first row."""
+    head = " & ".join(f"{NORM_LABEL[n]}: claimed $-$ rival & verdict" for n in NORMALIZATIONS)
+    lines = ["\\begin{tabular}{lllc" + "ll" * len(NORMALIZATIONS) + "l}", "\\toprule",
+             f"Report's claim & Group & Measure & Faces / pairs & {head} & Verdict (both) \\\\", "\\midrule"]
     for claim in CLAIMS:
         v = verdicts[claim.key]
-        parts = ", ".join(f"{_tex_label(MEASURE[k], '')}: {p['verdict']}" for k, p in v["parts"].items()) or "--"
-        lines.append(f"{escape(claim.text)} & {escape(v['group'] or '--')} & {parts} & {v['verdict']} \\\\")
+        first = f"{escape(claim.text)} & {escape(v['group'] or '--')}"
+        if not v["parts"]:
+            lines.append(f"{first} & -- & -- & " + " & ".join(["--", "--"] * len(NORMALIZATIONS))
+                         + f" & {v['verdict']} \\\\")
+        for i, (key, p) in enumerate(v["parts"].items()):
+            cells = " & ".join(
+                f"{_diff(p[n]['vs'][p[n]['rival']], _digits(key, n)) if p[n]['rival'] else '--'}"
+                f"{' vs ' + escape(p[n]['rival']) if p[n]['rival'] else ''} & {p[n]['verdict']}" for n in NORMALIZATIONS)
+            lines.append(f"{first if i == 0 else ' & '} & {_tex_label(MEASURE[key], '')} & "
+                         f"{p['sample']['faces']} / {p['sample']['slots']} & {cells} & "
+                         f"{v['verdict'] if i == 0 else ''} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines)
 

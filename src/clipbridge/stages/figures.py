@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from clipbridge import captions, config, figures, paths, registry
-from clipbridge.io import from_uint8, read_json, write_csv
+from clipbridge import config, paths, registry
+from clipbridge.errors import BadValueError
+from clipbridge.io import from_uint8, read_csv, read_json, write_csv
+from clipbridge.offline import captions
+from clipbridge.report import figures
 from clipbridge.stages import run
 from clipbridge.stages.clip_data import CLIP_DATA
 from clipbridge.stages.evaluate import out_dir, samples_file
@@ -39,7 +42,7 @@ def retrieval_rows(encoder, test: dict, queries: list[str], k: int) -> list[dict
         attribute, _, value = q.partition("=")
         prompts = captions.zero_shot_prompts(attribute, paraphrased=True)
         if value not in prompts:
-            raise ValueError(f"params.yaml figures.retrieval: {q!r}: '{attribute}' has the values {list(prompts)}")
+            raise BadValueError(f"params.yaml figures.retrieval: {q!r}: '{attribute}' has the values {list(prompts)}")
         with torch.no_grad():
             scores = emb @ encoder.encode_text([prompts[value][0]])[0]
         top = scores.topk(k).indices
@@ -52,7 +55,7 @@ def retrieval_rows(encoder, test: dict, queries: list[str], k: int) -> list[dict
 def main(p: config.Params) -> None:
     figures.setup_style()
     prov = load_provenance(p)
-    figures.clip_curve(figures.read_csv(paths.RESULTS / "clip" / "curve.csv"), OUT / "clip_curve.pdf",
+    figures.clip_curve(read_csv(paths.RESULTS / "clip" / "curve.csv"), OUT / "clip_curve.pdf",
                        "offline CLIP (locked MiniLM text tower, ViT image tower)")
     encoder = registry.load_encoder(paths.ENCODER)
     test = torch.load(CLIP_DATA / "test.pt", map_location="cpu", weights_only=True)
@@ -65,16 +68,16 @@ def main(p: config.Params) -> None:
                            f"held-out wording, {len(test['attrs'])} test faces of {', '.join(sorted(set(test['generator'])))}")
     for g in p.generators:
         suffix = caption_suffix(prov, g)
-        figures.loss_curve(figures.read_csv(curve_file(g, p.train.seeds[0])), OUT / f"loss_curve_{g}.pdf",
+        figures.loss_curve(read_csv(curve_file(g, p.train.seeds[0])), OUT / f"loss_curve_{g}.pdf",
                            suffix)
-        samples = torch.load(samples_file(g), map_location="cpu", weights_only=True)
-        figures.reconstruction_grid(samples, OUT / f"reconstructions_{g}.pdf", p.figures.n_grid, suffix)
         ev = read_json(out_dir(g) / "metrics.json")
-        figures.speed_quality(figures.read_csv(out_dir(g) / "speed_quality.csv"), ev["subset"],
-                              OUT / f"speed_quality_{g}.pdf", suffix)
-    rows = figures.read_csv(paths.RESULTS / "ablations" / "table.csv")
-    figures.ablation_axis(rows, "depth", OUT / "ablation_depth.pdf", prov["lpips"])
-    figures.ablation_axis(rows, "target", OUT / "ablation_target.pdf", prov["lpips"])
+        samples = torch.load(samples_file(g), map_location="cpu", weights_only=True)
+        figures.reconstruction_grid(samples, OUT / f"reconstructions_{g}.pdf", p.figures.n_grid, suffix, ev["w_label"])
+        figures.speed_quality(read_csv(out_dir(g) / "speed_quality.csv"), ev["subset"],
+                              OUT / f"speed_quality_{g}.pdf", suffix, ev["w_label"])
+    rows = read_csv(paths.RESULTS / "ablations" / "table.csv")
+    figures.ablation_axis(rows, "depth", OUT / "ablation_depth.pdf", p.active.metric)
+    figures.ablation_axis(rows, "target", OUT / "ablation_target.pdf", p.active.metric)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import platform
 import torch
 
 from clipbridge import config, paths, registry
+from clipbridge.errors import UnknownNameError
 from clipbridge.io import read_json, write_json
 from clipbridge.stages import run
 
@@ -42,7 +43,7 @@ def main(p: config.Params, what: str, name: str | None = None) -> None:
             "torch": torch.__version__.split("+")[0], "python": platform.python_version(),
         })
     else:
-        raise ValueError(f"unknown models target '{what}'; available: ['generator', 'encoder']")
+        raise UnknownNameError(f"unknown models target '{what}'; available: ['generator', 'encoder']")
 
 
 if __name__ == "__main__":

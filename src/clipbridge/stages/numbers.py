@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 
-from clipbridge import config, paths
-from clipbridge.captions import ATTRIBUTES
-from clipbridge.figures import METHOD_LABELS
-from clipbridge.io import md5_of, read_json, write_text
-from clipbridge.latex import escape, fmt, macro, macro_name
+from clipbridge import config, paths, stats
+from clipbridge.io import finite, md5_of, read_csv, read_json, write_json, write_text
+from clipbridge.offline.captions import ATTRIBUTES
+from clipbridge.report.figures import method_label
+from clipbridge.report.latex import escape, fmt, macro, macro_name
 from clipbridge.stages import run
 
 DIGITS = {"mse": 4, "psnr": 2, "ssim": 3, "lpips": 3, "ms_per_image": 2,
@@ -45,6 +45,7 @@ def profile_tex(p: config.Params, prov: dict) -> str:
         macro("EncoderLabel", escape(enc["label"])),
         macro("EncoderEmbedDim", str(enc["embed_dim"])),
         macro("LpipsLabel", escape(prov["lpips"])),
+        macro("LpipsMetricLabel", escape(p.active.metric)),
         macro("NTrain", str(p.dataset.n_train)),
         macro("NVal", str(p.dataset.n_val)),
         macro("NTest", str(p.dataset.n_test)),
@@ -57,6 +58,7 @@ def profile_tex(p: config.Params, prov: dict) -> str:
         macro("TrainLr", f"{p.train.lr:g}"),
         macro("NSeeds", str(len(p.train.seeds))),
         macro("NOpt", str(p.evaluate.n_opt)),
+        macro("CiLevel", f"{stats.CI_PERCENT}\\%"),
         macro("OptSteps", str(p.evaluate.opt.steps)),
         macro("OptLr", f"{p.evaluate.opt.lr:g}"),
         macro("RefineSteps", str(p.evaluate.refine_steps)),
@@ -75,23 +77,11 @@ def profile_tex(p: config.Params, prov: dict) -> str:
     return "".join(out)
 
 
-def beats(bridge: dict, floor: dict, key: str, higher_is_better: bool) -> bool | None:
-    """Bridge better than the floor by more than 3 seed standard deviations (None: metric missing)."""
-    if key not in bridge or key not in floor:
-        return None
-    diff = bridge[key] - floor[key] if higher_is_better else floor[key] - bridge[key]
-    return diff > 3 * bridge.get(f"{key}_std", 0.0)
-
-
-HIGHER = {"psnr": True, "ssim": True, "lpips": False, "mse": False, "identity": True, "age_error": False,
-          "gender_agree": True}
-
-
 def photos_tex(g: str, ph: dict) -> str:
     """The real photos: mean PSNR per method, the report baseline's RGB loss before / after (first photo)."""
     G, first = gen_macro(g), ph["photos"][0]
-    out = [macro(f"ReportRgbBefore{G}", fmt(ph["report_rgb_before"][first], 4)),
-           macro(f"ReportRgbAfter{G}", fmt(ph["report_rgb_after"][first], 4)),
+    out = [macro(f"ReportRgbBefore{G}", fmt(ph["report_rgb_before"][first], 5)),
+           macro(f"ReportRgbAfter{G}", fmt(ph["report_rgb_after"][first], 5)),
            macro(f"ReportPhoto{G}", escape(first))]
     for method, per_photo in ph["methods"].items():
         psnrs = [v["psnr"] for v in per_photo.values()]
@@ -99,12 +89,47 @@ def photos_tex(g: str, ph: dict) -> str:
     return "".join(out)
 
 
+def photos_paragraph(g: str, ph: dict) -> str:
+    """What the photos stage measured on one generator, as a sentence: every method's PSNR averaged
+    over the photos, and how far the report's one-photo training moved its loss on each photo."""
+    w = ph["w_label"]
+    mean = {m: sum(v["psnr"] for v in per.values()) / len(per) for m, per in ph["methods"].items()}
+    label = {"report_one_photo": "the report's one-photo bridge"}
+    listed = ", ".join(f"{escape(label.get(m) or method_label(m, w))} {fmt(v, 2)}~dB" for m, v in mean.items())
+    moves = "; ".join(f"{escape(n)} {fmt(ph['report_rgb_before'][n], 5)} $\\to$ {fmt(ph['report_rgb_after'][n], 5)}"
+                      for n in ph["photos"])
+    return (f"On \\texttt{{{escape(g)}}}, PSNR averaged over the {len(ph['photos'])} photos: {listed}. "
+            f"The report's training ({ph['report_steps']} steps, learning rate {sci(ph['report_lr'])}) moved "
+            f"its RGB loss (MSE on $[-1,1]$) {moves}.\n")
+
+
+def interval(ci: dict, digits: int, scale: float = 1.0, unit: str = "") -> str:
+    """``{mean, lo, hi}`` -> ``1.23~dB [0.98, 1.51]``."""
+    u = f"~{unit}" if unit else ""
+    return f"{fmt(ci['mean'], digits, scale)}{u} [{fmt(ci['lo'], digits, scale)}, {fmt(ci['hi'], digits, scale)}]"
+
+
+def verdict(ci: dict, better: str, worse: str, higher_is_better: bool = True) -> str:
+    """A paired difference's reading: ``better`` / ``worse`` only where its 95% interval excludes 0."""
+    if ci.get("n", 0) == 0 or ci["mean"] is None:
+        return "not measurable (no faces to compare)"
+    if not ci["excludes_zero"]:
+        return "not distinguishable (the 95\\% interval includes 0)"
+    return better if (ci["mean"] > 0) == higher_is_better else worse
+
+
+def faces_phrase(ev: dict) -> str:
+    n, total = ev["n_opt"], ev["n_test"]
+    return f"all {total} test faces" if n == total else f"the first {n} of the {total} test faces"
+
+
 def generator_tex(g: str, ev: dict, curve_last: dict) -> str:
-    """Macros of one generator's evaluation: every method's metrics, the comparison, the verdicts."""
+    """Macros of one generator's evaluation: every method's metrics, the floors, the comparisons."""
     G = gen_macro(g)
     out = [macro(f"DeviceName{G}", escape(ev["device"])),
            macro(f"TrainSeconds{G}", fmt(curve_last["seconds"], 0)),
-           macro(f"FinalValMse{G}", fmt(curve_last["val_rgb"], 4))]
+           macro(f"FinalValMse{G}", fmt(curve_last["val_rgb"], 4)),
+           macro(f"NOpt{G}", str(ev["n_opt"]))]
     for method, vals in ev["methods"].items():
         for key, digits in DIGITS.items():  # n/a where no face was found to measure
             out.append(macro(macro_name(key, g, method), fmt(vals.get(key), digits)))
@@ -113,24 +138,95 @@ def generator_tex(g: str, ev: dict, curve_last: dict) -> str:
     for method, vals in ev["subset"].items():
         out.append(macro(macro_name("psnr", "subset", g, method), fmt(vals["psnr"], 2)))
     c = ev["comparison"]
-    b, m = ev["methods"]["bridge"], ev["methods"]["mean_latent"]
+    floor = c["floor"]
     out += [
-        macro(f"PsnrGain{G}", fmt(b["psnr"] - m["psnr"], 2)),
-        macro(f"GapClosed{G}", fmt(c["gap_closed_bridge"], 0, 100)),
-        macro(f"GapClosedRefine{G}", fmt(c["gap_closed_bridge_refine"], 0, 100)),
+        macro(f"Floor{G}", escape(method_label(floor, ev["w_label"]))),
+        macro(f"GapClosed{G}", fmt(c[f"gap_closed_bridge_vs_{floor}"]["mean"], 0, 100)),
+        macro(f"GapClosedInterval{G}", interval(c[f"gap_closed_bridge_vs_{floor}"], 0, 100)),
         macro(f"SpeedRatio{G}", fmt(c["speed_ratio"], 0)),
-        macro(f"Ceiling{G}", escape(METHOD_LABELS.get(c["ceiling"], c["ceiling"]))),
-        macro(f"OptPsnrAtRefineTime{G}", fmt(c["opt_psnr_at_refine_time"], 2)),
-        macro(f"RefineBeatsOpt{G}", YES_NO[c["refine_beats_equal_time_opt"]]),
+        macro(f"Ceiling{G}", escape(method_label(c["ceiling"], ev["w_label"]))),
+        macro(f"BridgeOverFloor{G}", interval(c["bridge_vs_floor"]["psnr"], 2, unit="dB")),
     ]
-    image_keys = ("psnr", "ssim", "lpips")
-    verdicts = {k: beats(b, m, k, HIGHER[k]) for k in image_keys}
-    out.append(macro(f"BridgeBeatsMeanImage{G}", YES_NO[all(verdicts.values())]))
-    for k in ("age_error", "gender_agree", "identity"):
-        verdict = beats(b, m, k, HIGHER[k])
-        out.append(macro(macro_name("bridge beats mean", k, g), YES_NO[verdict] if verdict is not None else
-                         "not measurable, since dlib finds no face in the mean-latent images"))
     return "".join(out)
+
+
+def bridge_paragraph(g: str, ev: dict) -> str:
+    """The generated results text of one generator: floors, gap closed, speed, the equal-step
+    comparison, all on one stated face set."""
+    c, sub, w = ev["comparison"], ev["subset"], ev["w_label"]
+    floor, ceiling = c["floor"], c["ceiling"]
+    b, r = sub["bridge"], sub["bridge_refine"]
+    gap = {m: c[f"gap_closed_{m}_vs_{floor}"] for m in ("bridge", "bridge_refine")}
+    other = [f for f in c["floor_psnr"] if f != floor][0]
+    d_ref = c["refine_vs_opt_short"]["psnr"]
+    d_floor = c["bridge_vs_floor"]["psnr"]
+    return (
+        f"On \\texttt{{{escape(g)}}}, on {faces_phrase(ev)} (every number in this paragraph; "
+        f"intervals are 95\\% bootstrap intervals over these faces), the bridge reaches "
+        f"{fmt(b['psnr'], 2)}~$\\pm$~{fmt(b['psnr_std'], 2)}~dB PSNR (mean $\\pm$ std over {b['n_seeds']} seeds). "
+        f"The floors carry no information about the input: the mean latent reaches "
+        f"{fmt(c['floor_psnr']['mean_latent'], 2)}~dB and the mean training image "
+        f"{fmt(c['floor_psnr']['mean_image'], 2)}~dB, so the stronger floor is the "
+        f"{escape(method_label(floor, w))}. Per face, the bridge minus that floor: "
+        f"{interval(d_floor, 2, unit='dB')}, "
+        f"{verdict(d_floor, 'better than the floor', 'worse than the floor')}. "
+        f"Between that floor and the ceiling, {escape(method_label(ceiling, w))} "
+        f"({fmt(sub[ceiling]['psnr'], 2)}~dB, {ev['n_opt']} faces), the bridge closes "
+        f"{interval(gap['bridge'], 0, 100)}\\% of the PSNR gap (against the "
+        f"{escape(method_label(other, w))}: {fmt(c[f'gap_closed_bridge_vs_{other}']['mean'], 0, 100)}\\%), "
+        f"at {fmt(c['speed_ratio'], 0)}$\\times$ the ceiling's speed (wall time on {escape(ev['device'])}); "
+        f"bridge + refine ({r['n_seeds']} seeds, {fmt(r['psnr'], 2)}~dB) closes "
+        f"{interval(gap['bridge_refine'], 0, 100)}\\%. "
+        f"Matched at equal steps, optimization from the mean latent with the same schedule "
+        f"({escape(method_label('opt_short', w))}) reaches {fmt(sub['opt_short']['psnr'], 2)}~dB; "
+        f"bridge + refine minus it, per face: {interval(d_ref, 2, unit='dB')}, "
+        f"{verdict(d_ref, 'so the bridge start helps', 'so the bridge start hurts')}.\n"
+    )
+
+
+def abstract_result(g: str, ev: dict) -> str:
+    """The abstract's result sentence for the headline generator, on its optimization faces."""
+    c, b = ev["comparison"], ev["subset"]["bridge"]
+    floor = c["floor"]
+    return (f"reaches {fmt(b['psnr'], 2)}~$\\pm$~{fmt(b['psnr_std'], 2)}~dB PSNR on {faces_phrase(ev)} "
+            f"({b['n_seeds']} training seeds); there its per-face PSNR minus that of the stronger of two "
+            f"no-information floors (the {escape(method_label(floor, ev['w_label']))}) is "
+            f"{interval(c['bridge_vs_floor']['psnr'], 2, unit='dB')} (95\\% interval over faces), and it closes "
+            f"{interval(c[f'gap_closed_bridge_vs_{floor}'], 0, 100)}\\% of the gap between that floor and "
+            f"per-image optimization, at {fmt(c['speed_ratio'], 0)}$\\times$ its speed")
+
+
+ATTRIBUTE_TEXT = {  # key -> (what, unit, digits, higher is better)
+    "gender_agree": ("gender agreement", "", 2, True),
+    "age_error": ("$|\\Delta$age$|$", "~years", 1, False),
+    "identity": ("identity cosine", "", 2, True),
+}
+
+
+def attribute_paragraph(g: str, ev: dict) -> str:
+    """Attribute columns against their instruments' noise: test-retest (mirrored, shifted by one
+    pixel), chance (random pairs, majority gender), and the paired bridge-vs-floor difference."""
+    inst = ev.get("instrument")
+    if not inst:
+        return ""
+    sub, c = ev["subset"], ev["comparison"]
+    found = sub["bridge"].get("face_found")
+    parts = [f"On \\texttt{{{escape(g)}}} ({faces_phrase(ev)}), dlib finds a face in "
+             f"{fmt(found, 2)} of the bridge's outputs whose input has one."]
+    for key, (what, unit, d, higher) in ATTRIBUTE_TEXT.items():
+        cells = ", ".join(f"{escape(method_label(m, ev['w_label']))} {fmt(sub[m].get(key), d)}"
+                          for m in ("bridge", "bridge_refine", c["ceiling"]) if m in sub)
+        noise = (f"the instrument scores {fmt(inst['mirror'].get(key), d)} on the same face mirrored and "
+                 f"{fmt(inst['shift'].get(key), d)} shifted by one pixel, and "
+                 f"{fmt(inst['random_pairs'].get(key), d)} for pairs of different faces")
+        if key == "gender_agree":
+            noise += f"; always answering the commonest gender scores {fmt(inst['majority_gender'], 2)}"
+        chance = (ev.get("against_chance") or {}).get(key, {}).get("bridge")
+        judged = "" if chance is None else (
+            f" The bridge minus chance, per face: {interval(chance, d)}, "
+            f"{verdict(chance, 'better than chance', 'worse than chance', higher)}.")
+        parts.append(f"{what[0].upper() + what[1:]}{unit and f' ({unit.strip(chr(126))})'}: {cells}; {noise}.{judged}")
+    return " ".join(parts) + "\n"
 
 
 CLIP_ROWS = (  # (metrics key, macro stem, table label, digits)
@@ -224,6 +320,7 @@ def distill_tex(d: dict) -> str:
         macro("StudentSteps", str(d["step"])),
         macro("StudentBatch", str(d["config"]["batch"])),
         macro("StudentTrainMinutes", fmt(d["train_seconds"] / 60, 0)),
+        macro("StudentTrainDevice", escape(d["train_device"])),
         macro("StudentPsnr", fmt(d["psnr"], 2)),
         macro("StudentLpips", fmt(d["lpips_rand"], 3)),
         macro("StudentSsim", fmt(d["ssim"], 3)),
@@ -243,22 +340,20 @@ def distill_tex(d: dict) -> str:
 TABLE_COLS = (("psnr", "PSNR (dB) $\\uparrow$", 2), ("ssim", "SSIM $\\uparrow$", 3), ("lpips", None, 3),
               ("identity", "ID cos $\\uparrow$", 2), ("age_error", "$|\\Delta$age$|$ $\\downarrow$", 1),
               ("gender_agree", "gender $\\uparrow$", 2), ("ms_per_image", "ms/img", 1))
-TABLE_METHODS = ("mean_latent", "bridge", "bridge_refine", "opt_w", "opt_wplus")
+TABLE_METHODS = ("mean_latent", "mean_image", "bridge", "bridge_refine", "opt_short", "opt_w", "opt_wplus")
 
 
 def main_table_tex(evs: dict[str, dict], lpips_label: str) -> str:
-    """Every generator x method; bridge rows: mean $\\pm$ std over seeds, others $\\pm$ s.e.m.;
-    methods marked $^\\dagger$ ran on the first n_opt faces only."""
+    """Every generator x method, all on one face set per generator (the optimization faces):
+    multi-seed rows (bridge, bridge + refine) mean $\\pm$ std over seeds, others $\\pm$ s.e.m."""
     head = " & ".join(t or f"{escape(lpips_label)} $\\downarrow$" for _, t, _ in TABLE_COLS)
     lines = ["% Generated by `dvc repro numbers`. Do not edit.\n",
              f"\\begin{{tabular}}{{ll{'r' * len(TABLE_COLS)}}}\n\\toprule\n",
-             f"Generator & Method & {head} \\\\\n\\midrule\n"]
+             f"Generator (faces) & Method & {head} \\\\\n\\midrule\n"]
     for g, ev in evs.items():
-        for method in TABLE_METHODS:
-            if method not in ev["methods"]:
-                continue
-            v = ev["methods"][method]
-            spread = "_std" if method == "bridge" else "_sem"
+        for i, method in enumerate(m for m in TABLE_METHODS if m in ev["subset"]):
+            v = ev["subset"][method]
+            spread = "_std" if "n_seeds" in v else "_sem"
             cells = []
             for key, _, d in TABLE_COLS:
                 if key not in v:
@@ -267,32 +362,28 @@ def main_table_tex(evs: dict[str, dict], lpips_label: str) -> str:
                     cells.append(f"{fmt(v[key], d)} $\\pm$ {fmt(v[key + spread], d)}")
                 else:
                     cells.append(fmt(v[key], d))
-            dagger = "$^\\dagger$" if method in ev["subset"] and method not in ("mean_latent", "bridge") else ""
-            lines.append(f"{escape(g)} & {escape(METHOD_LABELS.get(method, method))}{dagger} & {' & '.join(cells)} \\\\\n")
+            first = f"{escape(g)} ({ev['n_opt']})" if i == 0 else ""
+            lines.append(f"{first} & {escape(method_label(method, ev['w_label']))} & {' & '.join(cells)} \\\\\n")
         lines.append("\\midrule\n" if g != list(evs)[-1] else "")
     lines.append("\\bottomrule\n\\end{tabular}\n")
     return "".join(lines)
 
 
-def key_outputs(p: config.Params) -> list[tuple[str, str]]:
-    """(description, path) of the outputs the paper's appendix fingerprints with their
-    ``dvc.lock`` hash; every one is a dependency of this stage."""
-    return ([("student generator (sg2-64)", "checkpoints/sg2-64.pt"),
-             ("offline CLIP", "checkpoints/clip-offline.pt"),
-             ("student fidelity", "results/distill/metrics.json"),
-             ("offline CLIP measures", "results/clip/metrics.json")]
-            + [(f"evaluation, {g}", f"results/evaluate/{g}/metrics.json") for g in p.generators]
-            + [("ablation table", "results/ablations/table.csv")]
-            + [(f"layer-group study, {g}", f"results/edits/{g}/metrics.json") for g in p.generators])
+def key_outputs() -> list[tuple[str, str]]:
+    """(description, path) of the committed model checkpoints the appendix fingerprints with their
+    ``dvc.lock`` MD5: files a rerun reuses, so their hash must match exactly. Result files embed
+    wall times and are checked within tolerances by ``make verify`` instead."""
+    return [("student generator (sg2-64)", "checkpoints/sg2-64.pt"),
+            ("offline CLIP", "checkpoints/clip-offline.pt")]
 
 
-def repro_table_tex(p: config.Params, times: list[tuple[str, float]]) -> str:
-    """The appendix table: each key output's ``dvc.lock`` MD5 (first 12 digits, computed from the
-    file as DVC does), then the measured wall time of each training run."""
+def repro_table_tex(times: list[tuple[str, float]]) -> str:
+    """The appendix table: each committed checkpoint's ``dvc.lock`` MD5 (first 12 digits, computed
+    from the file as DVC does), then the measured wall time of each training run."""
     lines = ["% Generated by `dvc repro numbers`. Do not edit.\n",
              "\\begin{tabular}{llr}\n\\toprule\n",
-             "Output & file & MD5 (\\texttt{dvc.lock}) \\\\\n\\midrule\n"]
-    for label, path in key_outputs(p):
+             "Checkpoint & file & MD5 (\\texttt{dvc.lock}) \\\\\n\\midrule\n"]
+    for label, path in key_outputs():
         lines.append(f"{escape(label)} & \\texttt{{{escape(path)}}} & \\texttt{{{md5_of(path)[:12]}}} \\\\\n")
     lines.append("\\midrule\nRun & & wall time (s) \\\\\n\\midrule\n")
     lines += [f"{escape(label)} & & {fmt(seconds, 0)} \\\\\n" for label, seconds in times]
@@ -302,7 +393,6 @@ def repro_table_tex(p: config.Params, times: list[tuple[str, float]]) -> str:
 
 def run_times(p: config.Params) -> list[tuple[str, float]]:
     """Wall times the stages recorded: training runs (all chunks) and the layer-group studies."""
-    from clipbridge.figures import read_csv
     from clipbridge.stages.train import curve_file
 
     times = [("offline CLIP training (clip)", read_csv(paths.RESULTS / "clip" / "curve.csv")[-1]["seconds"]),
@@ -315,8 +405,28 @@ def run_times(p: config.Params) -> list[tuple[str, float]]:
     return times
 
 
+def headline(p: config.Params, evs: dict[str, dict], clip: dict, distill: dict) -> dict:
+    """The handful of numbers per stage and generator that ``dvc metrics show`` / ``diff`` print
+    (results/headline.json): the detailed JSON files stay plain outputs."""
+    out: dict = {"clip": {k: clip["trained"][k] for k in ("i2t_r1", "t2i_r1", "zs_mean_paraphrase_balanced",
+                                                          "probe_r2_z")},
+                 "distill": {"psnr": distill["psnr"], "face_rate": distill["face_rate_student"]}}
+    for g, ev in evs.items():
+        c = ev["comparison"]
+        out[f"evaluate_{g}"] = {
+            **{f"psnr_{m}": v["psnr"] for m, v in ev["subset"].items()},
+            "gap_closed_bridge": c[f"gap_closed_bridge_vs_{c['floor']}"]["mean"],
+            "bridge_over_floor_db": c["bridge_vs_floor"]["psnr"]["mean"],
+            "refine_over_opt_short_db": c["refine_vs_opt_short"]["psnr"]["mean"],
+            "speed_ratio": c["speed_ratio"],
+        }
+        edits = read_json(paths.RESULTS / "edits" / g / "metrics.json")
+        out[f"edits_{g}"] = {claim: v["verdict"] for claim, v in edits["verdicts"].items()}
+    out["ablations_psnr"] = {r["cell"]: r["psnr"] for r in read_csv(paths.RESULTS / "ablations" / "table.csv")}
+    return finite(out)
+
+
 def main(p: config.Params) -> None:
-    from clipbridge.figures import read_csv
     from clipbridge.stages.evaluate import out_dir
     from clipbridge.stages.models import load_provenance
     from clipbridge.stages.train import curve_file
@@ -327,16 +437,22 @@ def main(p: config.Params) -> None:
     for g in p.generators:
         parts.append(generator_tex(g, evs[g], read_csv(curve_file(g, p.train.seeds[0]))[-1]))
         parts.append(photos_tex(g, read_json(paths.RESULTS / "photos" / g / "metrics.json")))
+    parts.append(macro("PhotoResultsText", "\n".join(
+        photos_paragraph(g, read_json(paths.RESULTS / "photos" / g / "metrics.json")) for g in p.generators)))
+    parts.append(macro("AbstractResult", abstract_result(p.headline, evs[p.headline])))
+    parts.append(macro("BridgeResultsText", "\n".join(bridge_paragraph(g, evs[g]) for g in p.generators)))
+    parts.append(macro("AttributeResultsText", "\n".join(attribute_paragraph(g, evs[g]) for g in p.generators)))
     clip = read_json(paths.RESULTS / "clip" / "metrics.json")
     clip_macros, clip_table = clip_tex(clip, read_json(paths.RESULTS / "clip" / "captions.json"))
     parts += [clip_macros, clip_run_tex(clip, read_csv(paths.FIGURES / "bridge" / "clip_retrieval.csv")),
               distill_tex(read_json(paths.RESULTS / "distill" / "metrics.json"))]
     write_text(paths.GENERATED / "numbers.tex", "% Generated by `dvc repro numbers` (src/clipbridge/stages/numbers.py)."
                " Do not edit.\n" + "".join(parts))
-    write_text(paths.GENERATED / "main_table.tex", main_table_tex(evs, prov["lpips"]))
+    write_text(paths.GENERATED / "main_table.tex", main_table_tex(evs, evs[p.headline]["lpips_variant"]))
     write_text(paths.GENERATED / "clip_table.tex", clip_table)
     write_text(paths.GENERATED / "clip_attributes.tex", clip_attribute_table(clip))
-    write_text(paths.GENERATED / "repro_table.tex", repro_table_tex(p, run_times(p)))
+    write_text(paths.GENERATED / "repro_table.tex", repro_table_tex(run_times(p)))
+    write_json(paths.RESULTS / "headline.json", headline(p, evs, clip, read_json(paths.RESULTS / "distill" / "metrics.json")))
 
 
 if __name__ == "__main__":

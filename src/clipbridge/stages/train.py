@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 from clipbridge import config, distributed, paths, registry
+from clipbridge.bridge.train import train
 from clipbridge.io import save_torch, seed_everything, write_csv
 from clipbridge.stages import load_split, predict_ws, profile_lpips, run
-from clipbridge.train_bridge import train
 
 
 def curve_file(generator: str, seed: int):

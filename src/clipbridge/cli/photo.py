@@ -17,7 +17,7 @@ and the problem. The checks, in order:
   (an alpha channel, or a palette / colour-key ``transparency``) is composited over a white or
   black background, and the returned notes say which.
 
-Aligning (:func:`align_face`), an FFHQ-style crop from dlib's 68 landmarks (iBUG 300-W
+Aligning (:func:`crop_face`), an FFHQ-style crop from dlib's 68 landmarks (iBUG 300-W
 indexing; points in continuous pixel coordinates, pixel column ``j`` spans ``[j, j + 1)``):
 
 - ``e_l``, ``e_r``: the means of the two eyes' six points (36-41, 42-47), image-left first;
@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from clipbridge.errors import BadValueError
 from clipbridge.io import from_uint8
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # PIL decoders tried (JPEG includes multi-picture MPO)
@@ -73,7 +74,7 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that shows the photo upright
 }
 
 
-class PhotoError(ValueError):
+class PhotoError(BadValueError):
     """A photo cannot be used. The message is one line: ``<path>: <problem>``."""
 
 
@@ -349,36 +350,58 @@ def find_landmarks(rgb: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def align_face(photo: Photo, resolution: int, zoom: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The aligned ``[R, R, 3]`` uint8 crop of the photo's largest face, its landmarks and square.
-
-    Raises :class:`PhotoError` naming the file when no face is found.
-    """
+def find_face(photo: Photo) -> np.ndarray:
+    """The ``[68, 2]`` landmarks of the photo's largest face; :class:`PhotoError` naming the file when none."""
     points = find_landmarks(photo.rgb)
     if points is None:
         raise PhotoError(f"{photo.path}: no face found (dlib frontal face detector); {NO_FACE_HINT}")
-    square = crop_square(points, zoom)
-    return sample_square(photo.rgb, square, resolution), points, square.astype(np.float32)
+    return points
 
 
-def prepare_face(path: str | Path, resolution: int, align: bool = True, *, zoom: float = 1.0,
-                 max_pixels: int = MAX_PIXELS, background: str = "white") -> Face:
-    """Read ``path`` and crop its face to ``R x R`` (aligned, or a centre crop when ``align`` is False)."""
+def _check_crop(resolution: int, zoom: float) -> None:
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     if not zoom > 0:
         raise ValueError(f"zoom must be positive, got {zoom}")
+
+
+def read_face(path: str | Path, align: bool = True, *, max_pixels: int = MAX_PIXELS, background: str = "white",
+              progress=None) -> tuple[Photo, np.ndarray | None]:
+    """The first half of :func:`prepare_face`: the decoded photo and, when aligning, its face's
+    ``[68, 2]`` landmarks (None for a centre crop). ``progress(name)`` is told each phase."""
+    progress = progress or (lambda name: None)
+    progress("read photo")
     photo = read_photo(path, max_pixels=max_pixels, background=background)
-    if align:
-        crop, points, square = align_face(photo, resolution, zoom)
+    if not align:
+        return photo, None
+    progress("find face")
+    return photo, find_face(photo)
+
+
+def crop_face(photo: Photo, points: np.ndarray | None, resolution: int, zoom: float = 1.0) -> Face:
+    """The second half of :func:`prepare_face`: the ``R x R`` crop, aligned from ``points`` at
+    ``zoom`` (the FFHQ framing is 1), or the centre crop when ``points`` is None."""
+    _check_crop(resolution, zoom)
+    if points is not None:
+        square = crop_square(points, zoom)
+        crop = sample_square(photo.rgb, square, resolution)
         how = f"face aligned from 68 landmarks (zoom {zoom:.2f})"
     else:
         crop, square = centre_crop(photo.rgb, resolution)
-        points, how = None, "centre crop, no alignment"
+        how = "centre crop, no alignment"
     h, w = photo.rgb.shape[:2]
     notes = photo.notes + (f"{how}: {w}x{h} -> {resolution}x{resolution}",)
     image = from_uint8(torch.from_numpy(crop).permute(2, 0, 1)[None].contiguous())
     return Face(image, crop, photo, points, square.astype(np.float32), notes)
+
+
+def prepare_face(path: str | Path, resolution: int, align: bool = True, *, zoom: float = 1.0,
+                 max_pixels: int = MAX_PIXELS, background: str = "white", progress=None) -> Face:
+    """Read ``path`` and crop its face to ``R x R`` (aligned, or a centre crop when ``align`` is False):
+    :func:`read_face` then :func:`crop_face`."""
+    _check_crop(resolution, zoom)
+    photo, points = read_face(path, align, max_pixels=max_pixels, background=background, progress=progress)
+    return crop_face(photo, points, resolution, zoom)
 
 
 def load_face(path: str | Path, resolution: int, align: bool = True, *, zoom: float = 1.0,

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from clipbridge.errors import UnknownNameError
+
 # attribute -> its values, in a fixed order (the order of zero-shot classes).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "pose": ("looking left", "looking right", "facing the camera"),
@@ -299,7 +301,7 @@ def zero_shot_prompts(attribute: str, paraphrased: bool) -> dict[str, list[str]]
     Returns {value: [prompt, ...]} with the values in ATTRIBUTES order.
     """
     if attribute not in ATTRIBUTES:
-        raise ValueError(f"unknown attribute {attribute!r}; available: {list(ATTRIBUTES)}")
+        raise UnknownNameError(f"unknown attribute {attribute!r}; available: {list(ATTRIBUTES)}")
     templates = PARAPHRASE_TEMPLATES if paraphrased else TRAIN_TEMPLATES
     return {value: [t.format(d) for t in templates
                     for d in _value_descriptions(attribute, value, paraphrased)]

@@ -6,7 +6,6 @@ function that made each figure in a comment next to its ``\\includegraphics``.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +18,15 @@ import torch  # noqa: E402
 from clipbridge.io import atomic_path  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
-METHOD_LABELS = {"input": "input", "mean_latent": "mean latent", "bridge": "bridge", "bridge_refine": "bridge + refine",
-                 "opt_w": "optimization (W)", "opt_wplus": "optimization (W+)"}
+METHOD_LABELS = {"input": "input", "mean_latent": "mean latent", "mean_image": "mean image",
+                 "bridge": "bridge", "bridge_refine": "bridge + refine", "opt_short": "optimization, short ({w})",
+                 "opt_w": "optimization ({w})", "opt_wplus": "optimization (W+)"}
+
+
+def method_label(method: str, w_label: str = "W") -> str:
+    """A method's name in figures and tables; ``w_label`` names the one-vector space ('z' on the
+    DCGAN, whose only latent is z; 'W' on a StyleGAN)."""
+    return METHOD_LABELS.get(method, method).format(w=w_label)
 
 
 def setup_style() -> None:
@@ -31,21 +37,9 @@ def setup_style() -> None:
 def save(fig, path: Path) -> None:
     """Save as PDF without a creation date, so the same data gives the same bytes."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None})
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None},
+                    bbox_inches="tight", pad_inches=0.02)  # tight: row labels of image grids are not clipped
     plt.close(fig)
-
-
-def _value(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV; numeric fields as floats, others as strings."""
-    with open(path, newline="") as f:
-        return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def loss_curve(curve: list[dict], out: Path, title: str) -> None:
@@ -101,10 +95,10 @@ def image_grid(rows: dict[str, torch.Tensor], out: Path, n: int, title: str | No
     save(fig, out)
 
 
-def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, title: str) -> None:
+def reconstruction_grid(samples: dict[str, torch.Tensor], out: Path, n: int, title: str, w_label: str = "W") -> None:
     """Rows: input and each method's reconstruction of the same held-out faces (columns)."""
     keys = [k for k in METHOD_LABELS if k in samples] + [k for k in samples if k not in METHOD_LABELS]
-    image_grid({METHOD_LABELS.get(k, k): samples[k] for k in keys}, out, n, title)
+    image_grid({method_label(k, w_label): samples[k] for k in keys}, out, n, title)
 
 
 
@@ -141,7 +135,7 @@ def clip_retrieval(rows: list[dict], out: Path, title: str) -> None:
     save(fig, out)
 
 
-def speed_quality(curve: list[dict], subset: dict[str, dict], out: Path, title: str) -> None:
+def speed_quality(curve: list[dict], subset: dict[str, dict], out: Path, title: str, w_label: str = "W") -> None:
     """PSNR against ms per image (log): optimization runs as curves, one-shot methods as points.
 
     ``curve``: rows ``{method, step, ms_per_image, psnr}``; ``subset``: method -> summary on the
@@ -151,11 +145,11 @@ def speed_quality(curve: list[dict], subset: dict[str, dict], out: Path, title: 
     methods = list(dict.fromkeys(r["method"] for r in curve))
     for i, m in enumerate(methods):
         pts = sorted((r["ms_per_image"], r["psnr"]) for r in curve if r["method"] == m and r["ms_per_image"] > 0)
-        ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", color=PALETTE[2 + i], label=METHOD_LABELS.get(m, m))
-    for i, m in enumerate(("mean_latent", "bridge")):
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", color=PALETTE[2 + i], label=method_label(m, w_label))
+    for i, m in enumerate(("mean_latent", "mean_image", "bridge")):
         if m in subset:
             ax.scatter([subset[m]["ms_per_image"]], [subset[m]["psnr"]], color=PALETTE[i], marker="o", zorder=3,
-                       label=METHOD_LABELS[m])
+                       label=method_label(m, w_label))
     ax.set_xscale("log")
     ax.set_xlabel("ms per image (log)")
     ax.set_ylabel("PSNR (dB)")
@@ -186,7 +180,7 @@ def ablation_axis(rows: list[dict], axis: str, out: Path, lpips_label: str) -> N
     fig.tight_layout()
     save(fig, out)
 
-# --- layer-group study (src/clipbridge/edits.py, stage edits) ---------------------------------
+# --- layer-group study (src/clipbridge/edits/study.py, stage edits) ---------------------------------
 
 def edits_strip(strip: torch.Tensor, groups: list[str], steps: list[int], step: float, out: Path,
                 title: str | None = None) -> None:
@@ -235,8 +229,13 @@ def edits_heatmap(values: list[list[float]], groups: list[str], measures: list[s
 def edits_magnitude(curves: dict[str, dict[str, list[tuple[float, float, float, float]]]], labels: dict[str, str],
                     out: Path, title: str, xlabel: str) -> None:
     """Magnitude curves: one panel per measure (``curves[measure][group] = [(magnitude, mean, lo,
-    hi), ...]``, panel title ``labels[measure]``), one line per group with its 95% CI band."""
+    hi), ...]``, panel title ``labels[measure]``), one line per group with its 95% CI band.
+
+    x ticks at the measured magnitudes (at most 5 of them, thinned evenly), the x label once below
+    the panels, the legend below it."""
     measures = list(curves)
+    mags = sorted({p[0] for pts in curves[measures[0]].values() for p in pts}) if measures else []
+    ticks = mags[::-(-len(mags) // 5)] if mags else []
     n_cols = min(4, len(measures))
     n_rows = -(-len(measures) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.75 * n_cols, 1.45 * n_rows + 0.3), squeeze=False)
@@ -247,14 +246,14 @@ def edits_magnitude(curves: dict[str, dict[str, list[tuple[float, float, float, 
             ax.plot(x, y, marker="o", markersize=2.5, color=PALETTE[i % len(PALETTE)], label=group, linewidth=1)
             ax.fill_between(x, lo, hi, color=PALETTE[i % len(PALETTE)], alpha=0.2, linewidth=0)
         ax.set_title(labels.get(measure, measure), fontsize=7)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.tick_params(labelsize=6)
-        if k // n_cols == n_rows - 1:
-            ax.set_xlabel(xlabel, fontsize=6)
     for k in range(len(measures), n_rows * n_cols):
         axes[k // n_cols][k % n_cols].axis("off")
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, fontsize=7,
-               bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.text(0.5, 0.07, xlabel, ha="center", va="top", fontsize=6)
+    fig.legend(handles, names, loc="upper center", ncol=len(names), frameon=False, fontsize=7,
+               bbox_to_anchor=(0.5, 0.045))
     save(fig, out)

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clipbridge.captions import ATTRIBUTES
 from clipbridge.models.attributes import AttributeModel, Landmarks, detect
+from clipbridge.offline.captions import ATTRIBUTES
 
 # --- measurement geometry -------------------------------------------------------------------
 PITCH_NEUTRAL_RATIO = 0.33   # (nose - eyes) / (chin - eyes) taken as level: the DCGAN median (0.334)

@@ -21,25 +21,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from clipbridge.config import OptimConfig
+from clipbridge.errors import BadValueError, UnknownNameError
 from clipbridge.models.bridge import to_ws
 from clipbridge.schedule import lr_at
 
 SPACES = ("w", "w+")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    steps: int = 200                # optimization steps per image batch
-    lr: float = 0.05                # Adam learning rate in the normalized latent space
-    mse_weight: float = 1.0         # weight of the pixel MSE on [-1, 1]
-    lpips_weight: float = 1.0       # weight of LPIPS (the profile's variant)
-    noise: float = 0.05             # latent noise at step 0, in units of std, ramped to 0 (NVlabs projector)
-    noise_ramp: float = 0.75        # fraction of the steps over which the noise decays (quadratically)
-    seed: int = 0                   # seed of the latent noise
 
 
 def has_w_plus(G) -> bool:
@@ -48,10 +37,10 @@ def has_w_plus(G) -> bool:
 
 def check_space(G, space: str) -> None:
     if space not in SPACES:
-        raise ValueError(f"unknown latent space '{space}'; available: {list(SPACES)}")
+        raise UnknownNameError(f"unknown latent space '{space}'; available: {list(SPACES)}")
     if space == "w+" and not has_w_plus(G):
         name = getattr(G, "meta", {}).get("name", type(G).__name__)
-        raise ValueError(f"generator '{name}' has one latent (num_ws = 1): no W+ space; use 'w'")
+        raise BadValueError(f"generator '{name}' has one latent (num_ws = 1): no W+ space; use 'w'")
 
 
 @torch.no_grad()

@@ -18,9 +18,10 @@ import torch
 from tqdm import tqdm
 
 from clipbridge import config, distributed
+from clipbridge.errors import BadValueError
 from clipbridge.io import from_uint8
-from clipbridge.metrics import LPIPS
 from clipbridge.models.bridge import Bridge, to_ws
+from clipbridge.models.lpips import LPIPS
 
 
 def target_latents(G, data: dict, target: str) -> torch.Tensor:
@@ -43,7 +44,7 @@ def build_bridge(G, emb_dim: int, cfg: config.Train, train_latents: torch.Tensor
     (every first-layer unit is cut off by its ReLU), so a bridge that starts there never learns.
     """
     if cfg.target != "z" and not getattr(G, "has_style_space", True):
-        raise ValueError(f"generator '{G.meta.get('name', type(G).__name__)}' has no W / W+ space "
+        raise BadValueError(f"generator '{G.meta.get('name', type(G).__name__)}' has no W / W+ space "
                          f"(mapping is the identity, one latent): only train.target 'z' applies")
     flat = train_latents.reshape(-1, train_latents.shape[-1])
     mean = torch.zeros(flat.shape[1]) if cfg.target == "z" else G.w_avg.detach().cpu()

@@ -116,18 +116,48 @@ def across_seeds(per_seed: list[dict]) -> dict:
     return out
 
 
-def gap_closed(psnr_method: float, psnr_floor: float, psnr_ceiling: float) -> float:
-    """Share of the PSNR gap between the floor (mean latent) and the ceiling (optimization) closed."""
-    gap = psnr_ceiling - psnr_floor
-    return (psnr_method - psnr_floor) / gap if gap > 0 else float("nan")
+def face_values(rows: list[dict], method: str, key: str, n: int) -> np.ndarray:
+    """``[n]`` float64: ``key`` of ``method`` on faces ``0..n-1``, the mean over its seeds' rows
+    (NaN where no row defines it): the per-face values that paired comparisons resample."""
+    total, count = np.zeros(n), np.zeros(n)
+    for r in rows:
+        if r["method"] == method and r["index"] < n and key in r and not math.isnan(r[key]):
+            total[r["index"]] += r[key]
+            count[r["index"]] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def finite(obj):
-    """NaN / inf -> None recursively, numpy scalars -> floats (JSON has neither)."""
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+def shift_one_pixel(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` moved right by one pixel, the first column repeated."""
+    return torch.cat([images[..., :1], images[..., :-1]], dim=-1)
+
+
+def partners(n: int, seed: int) -> torch.Tensor:
+    """``[n]`` indices pairing every face with a different one (a seeded random cycle)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    partner = torch.empty(n, dtype=torch.long)
+    partner[order] = order.roll(-1)
+    return partner
+
+
+def instrument_noise(scorer: Scorer, images: torch.Tensor, seed: int) -> dict:
+    """The attribute instruments' own noise on ``images`` (the scorer's targets), as the
+    attribute summaries of :func:`summarize`:
+
+    - ``mirror`` / ``shift``: the same faces mirrored or moved by one pixel (test-retest: the best
+      any method can score, since the face is unchanged);
+    - ``random_pairs``: each face against a different face (chance: what a method that ignores
+      its input scores);
+    - ``majority_gender``: gender agreement of always answering the commonest gender among the
+      faces where one is found.
+    """
+    n = images.shape[0]
+    out = {name: summarize(scorer(x)) for name, x in (("mirror", images.flip(-1)),
+                                                        ("shift", shift_one_pixel(images)),
+                                                        ("random_pairs", images[partners(n, seed)]))}
+    found = scorer.target_ag.face_found
+    female = np.asarray(scorer.target_ag.female_prob)[np.asarray(found, dtype=bool)] > 0.5
+    out["majority_gender"] = float(max(female.mean(), 1 - female.mean())) if female.size else math.nan
+    out["n_faces_found"] = int(female.size)
+    return out

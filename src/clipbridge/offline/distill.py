@@ -22,9 +22,8 @@ Checkpoints are written with :func:`clipbridge.models.stylegan2.save_checkpoint`
 ``state_dict`` is the evaluated model (the EMA student when ``ema_beta > 0``), loadable with
 :func:`~clipbridge.models.stylegan2.load_checkpoint`; the extras are ``step``, ``seconds``,
 ``config``, ``student`` (raw weights when EMA is on), ``optimizer``, ``rng``, ``curve``.
-
-Everything here is importable without dlib, lpips or matplotlib (loaded where used), so
-:mod:`clipbridge.config` can import :class:`DistillConfig` cheaply.
+Settings: :class:`clipbridge.config.DistillConfig` (params ``distill``). dlib, lpips and matplotlib
+are imported where used.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import copy
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,54 +39,15 @@ import torch
 import torch.nn.functional as F
 
 from clipbridge import distributed, schedule
-from clipbridge.io import write_csv
+from clipbridge.config import DistillConfig
+from clipbridge.errors import BadValueError
+from clipbridge.io import ModelFileError, write_csv
 from clipbridge.metrics import psnr
-from clipbridge.models.stylegan2 import CheckpointError, Generator, load_checkpoint, save_checkpoint
+from clipbridge.models.stylegan2 import Generator, load_checkpoint, save_checkpoint
 
 TEACHER_RESOLUTION = 64
 Z_DIM = 100
 TRAIN_KEY, HELDOUT_KEY = 0, 1  # SeedSequence spawn keys: training z (0, step), held-out z (1,)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """All knobs of the distillation (params.yaml section ``distill``). Defaults = best CPU recipe."""
-
-    seed: int = 0                       # student init and training-z stream
-    # student architecture (StyleGAN2 'skip'; channels at resolution r: min(channel_base // r, channel_max))
-    img_resolution: int = 64            # student output; < 64 = teacher area-downsampled (tests)
-    w_dim: int = 256                    # W size
-    mapping_layers: int = 2             # fully connected layers of the mapping (StyleGAN: 8)
-    mapping_lr_multiplier: float = 1.0  # StyleGAN's 0.01 stalls distillation (DESIGN.md)
-    channel_base: int = 2048            # 4-16 px: 128 ch, 32 px: 64, 64 px: 32
-    channel_max: int = 128
-    use_noise: bool = False             # per-pixel noise inputs (the teacher has none)
-    fused_modconv: bool = False         # grouped-conv modulation; False (scale activations) is faster on CPU
-    # optimization
-    batch: int = 8                      # per CPU-minute 8 edged out 16 (benchmarks/distill.py)
-    steps: int = 200_000                # schedule length (~11 h at 0.2 s/step): cosine to lr * lr_final
-    lr: float = 5e-3
-    lr_final: float = 0.02              # final lr as a fraction of lr
-    warmup_steps: int = 20              # linear warmup from 0
-    beta1: float = 0.0                  # Adam betas (StyleGAN2: 0, 0.99)
-    beta2: float = 0.99
-    ema_beta: float = 0.0               # EMA of the weights per step; 0 = no EMA (saved model = trained weights)
-    # losses (all on images in [-1, 1])
-    loss_l1: float = 1.0                # L1 on the final image
-    loss_l2: float = 0.0                # MSE on the final image
-    loss_multiscale: float = 1.0        # L1 of every intermediate toRGB image vs the downsampled teacher (summed)
-    loss_lpips: float = 0.0             # LPIPS-rand (random AlexNet trunk) on the final image
-    lpips_seed: int = 0
-    # bookkeeping
-    threads: int = 1                    # torch CPU threads while training; 0 = leave as is. On the shared
-                                        # 2-core machine 1 thread ran 2.5x faster than 2 (oversubscribed)
-    log_every: int = 50                 # curve row every N steps (training loss terms, lr, seconds)
-    eval_every: int = 500               # held-out PSNR every N steps (and at the end); 0 = never
-    eval_n: int = 64                    # held-out z (heldout_z) for the curve's PSNR
-    checkpoint_every_seconds: float = 600.0
-    final_eval_n: int = 1000            # held-out z for the final metrics (stage distill)
-    final_eval_hierarchy_n: int = 200   # of those, z used for the layer-group check
-    time_budget_seconds: float = 0.0    # stop cleanly (with a checkpoint) after this much wall time; 0 = none
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +138,7 @@ def distill_loss(cfg: DistillConfig, G: Generator, target: torch.Tensor, z: torc
     if cfg.loss_lpips:
         terms["lpips"] = lpips(img, target).mean()
     if not terms:
-        raise ValueError("distill: every loss weight is 0; set loss_l1, loss_l2, loss_multiscale or loss_lpips")
+        raise BadValueError("distill: every loss weight is 0; set loss_l1, loss_l2, loss_multiscale or loss_lpips")
     weights = {"l1": cfg.loss_l1, "l2": cfg.loss_l2, "multiscale": cfg.loss_multiscale, "lpips": cfg.loss_lpips}
     loss = sum(weights[k] * v for k, v in terms.items())
     with torch.no_grad():
@@ -213,11 +172,6 @@ def heldout_psnr(G: Generator, teacher: torch.nn.Module, z: torch.Tensor, batch:
     return float(torch.cat(vals).mean())
 
 
-def _lpips_size(resolution: int) -> int | None:
-    """LPIPS input size: AlexNet needs >= 64 px, so smaller (test) students are upsampled to 64."""
-    return None if resolution >= TEACHER_RESOLUTION else TEACHER_RESOLUTION
-
-
 # --------------------------------------------------------------------------------------------
 # Training
 
@@ -236,11 +190,11 @@ def _resume(path: Path, cfg: DistillConfig, G: Generator, G_ema: Generator,
     loaded, payload = load_checkpoint(path)
     saved = payload.get("config")
     if not isinstance(saved, dict) or "optimizer" not in payload or "step" not in payload:
-        raise CheckpointError(f"{path}: not a distillation checkpoint (no config/optimizer/step)")
+        raise ModelFileError(f"{path}: not a distillation checkpoint (no config/optimizer/step)")
     arch = ("img_resolution", "w_dim", "mapping_layers", "channel_base", "channel_max", "use_noise")
     changed = [k for k in arch if saved.get(k) != getattr(cfg, k)]
     if changed:
-        raise CheckpointError(f"{path}: checkpoint architecture differs from the config in {changed}; "
+        raise ModelFileError(f"{path}: checkpoint architecture differs from the config in {changed}; "
                               f"delete it or restore those values")
     G_ema.load_state_dict(loaded.state_dict())
     G.load_state_dict(payload["student"] if payload.get("student") is not None else loaded.state_dict())
@@ -248,7 +202,7 @@ def _resume(path: Path, cfg: DistillConfig, G: Generator, G_ema: Generator,
     try:
         opt.load_state_dict(payload["optimizer"])
     except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: optimizer state does not fit the student ({e})") from e
+        raise ModelFileError(f"{path}: optimizer state does not fit the student ({e})") from e
     for p in G.parameters():  # restore the first moments that _save leaves out when beta1 = 0
         state = opt.state.get(p)
         if state and "exp_avg" not in state:
@@ -259,17 +213,19 @@ def _resume(path: Path, cfg: DistillConfig, G: Generator, G_ema: Generator,
 
 
 def _save(path: Path, cfg: DistillConfig, G: Generator, G_ema: Generator, opt, step: int,
-          seconds: float, curve: list[dict]) -> None:
+          seconds: float, curve: list[dict], device) -> None:
     """Write the training state. With ``beta1 = 0`` Adam's first moment is the last gradient,
     overwritten exactly (``lerp`` with weight 1) before its next use, so it is not stored: the
-    file is 8 bytes per parameter (+4 with EMA) and resume stays bit-exact."""
+    file is 8 bytes per parameter (+4 with EMA) and resume stays bit-exact. ``meta.device``: the
+    device of the run that wrote it (only a run that trains writes), for the paper's provenance."""
     optimizer = opt.state_dict()
     if cfg.beta1 == 0:
         optimizer["state"] = {k: {n: t for n, t in v.items() if n != "exp_avg"} for k, v in optimizer["state"].items()}
     model = G_ema if cfg.ema_beta > 0 else G
     save_checkpoint(path, model, step=step, seconds=seconds, config=dataclasses.asdict(cfg),
                     student=G.state_dict() if cfg.ema_beta > 0 else None,
-                    optimizer=optimizer, rng=torch.get_rng_state(), curve=curve)
+                    optimizer=optimizer, rng=torch.get_rng_state(), curve=curve,
+                    meta={"device": distributed.device_name(device)})
 
 
 def train(cfg: DistillConfig, ckpt_path: str | Path, curve_csv: str | Path | None = None,
@@ -316,8 +272,8 @@ def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teach
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
     lpips = None
     if cfg.loss_lpips:
-        from clipbridge.metrics import LPIPS
-        lpips = LPIPS(random_trunk=True, seed=cfg.lpips_seed, size=_lpips_size(cfg.img_resolution)).to(device)
+        from clipbridge.models.lpips import build_lpips
+        lpips = build_lpips("LPIPS-rand", cfg.lpips_seed, device)
 
     step, seconds_before, curve = 0, 0.0, []
     if resume and ckpt_path.exists():
@@ -335,7 +291,7 @@ def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teach
 
     def save() -> None:
         if main:
-            _save(ckpt_path, cfg, G, G_ema, opt, step, seconds, curve)
+            _save(ckpt_path, cfg, G, G_ema, opt, step, seconds, curve, device)
         write_curve()
 
     start = last_ckpt = time.perf_counter()
@@ -385,36 +341,23 @@ def _train(cfg: DistillConfig, ckpt_path: Path, curve_csv, device, resume, teach
 # Evaluation
 
 
-def _inter_ocular(points: np.ndarray) -> np.ndarray:
-    """``[N, 68, 2]`` landmarks -> ``[N]`` distance between the eye centres (36-41, 42-47)."""
-    return np.linalg.norm(points[:, 36:42].mean(1) - points[:, 42:48].mean(1), axis=-1)
-
-
-def layer_groups(G: Generator) -> dict[str, tuple[int, int]]:
-    """Coarse = the ws read by the 4 and 8 px blocks; fine = the ws read by the last block.
-
-    Half-open ranges of W+ indices; at 64 px: coarse [0, 4), fine [7, 10). A block's toRGB
-    shares its vector with the next block's first conv, so index 7 also feeds the 32 px toRGB.
-    """
-    slices = G.synthesis.ws_slices()
-    coarse = [s for r, s in slices.items() if r <= 8]
-    return {"coarse": (coarse[0][0], coarse[-1][1]), "fine": slices[G.img_resolution]}
-
-
 @torch.no_grad()
-def hierarchy_check(G: Generator, z: torch.Tensor, sigma: float = 1.0, seed: int = 0,
-                    batch: int = 64) -> dict:
+def hierarchy_check(G: Generator, z: torch.Tensor, groups: dict[str, tuple[int, int]], sigma: float = 1.0,
+                     seed: int = 0, batch: int = 64) -> dict:
     """Perturb the coarse vs the fine ws group by the same random offset; measure what moves.
 
-    z: [n, 100]. The offset ``d ~ N(0, I) * sigma * std(w)`` (per-dim std of the student's w on
-    ``z``) is drawn once per image and added to every w of the group. ``geometry``: mean dlib
+    z: [n, 100]. groups: the student's layer groups, name -> half-open W+ range ``(start, stop)``
+    ordered coarse to fine (params ``edits.groups``, validated by the caller); the first is
+    perturbed as ``coarse``, the last as ``fine`` (at 64 px: [0, 3) and [7, 10)). The offset
+    ``d ~ N(0, I) * sigma * std(w)`` (per-dim std of the student's w on ``z``) is drawn once per
+    image and added to every w of the group. ``geometry``: mean dlib
     68-landmark displacement / inter-ocular distance over images with a face before and after;
     ``colour``: mean L2 change of the image's mean RGB (in [0, 1]). Returns both per group and
     ``coarse_moves_landmarks_more`` (geometry coarse > fine) and ``fine_is_more_colour``
     (colour/geometry of fine > that of coarse); geometry NaN and the two flags None when dlib
     finds no face pair in a group.
     """
-    from clipbridge.models.attributes import Landmarks
+    from clipbridge.models.attributes import Landmarks, inter_ocular
 
     G.eval()
     landmarks = Landmarks()
@@ -429,13 +372,14 @@ def hierarchy_check(G: Generator, z: torch.Tensor, sigma: float = 1.0, seed: int
     base = render(ws)
     lm0 = landmarks(base)
     out = {"sigma": sigma, "n": int(z.shape[0])}
-    for name, (a, b) in layer_groups(G).items():
+    ranges = list(groups.values())
+    for name, (a, b) in (("coarse", ranges[0]), ("fine", ranges[-1])):
         moved = ws.clone()
         moved[:, a:b] += offset
         img = render(moved)
         lm1 = landmarks(img)
         both = lm0.face_found & lm1.face_found
-        disp = np.linalg.norm(lm1.points[both] - lm0.points[both], axis=-1).mean(1) / _inter_ocular(lm0.points[both])
+        disp = np.linalg.norm(lm1.points[both] - lm0.points[both], axis=-1).mean(1) / inter_ocular(lm0.points[both])
         colour = ((img.mean((2, 3)) - base.mean((2, 3))) / 2).norm(dim=1)
         out[name] = {"ws": [a, b], "geometry": float(disp.mean()) if both.any() else float("nan"),
                      "colour": float(colour.mean()), "n_faces": int(both.sum())}
@@ -448,22 +392,23 @@ def hierarchy_check(G: Generator, z: torch.Tensor, sigma: float = 1.0, seed: int
 
 
 @torch.no_grad()
-def evaluate(G: Generator, teacher: torch.nn.Module, n: int = 1000, seed: int = 0, batch: int = 64,
-             lpips_seed: int = 0, n_hierarchy: int = 200, sigma: float = 1.0) -> dict:
+def evaluate(G: Generator, teacher: torch.nn.Module, groups: dict[str, tuple[int, int]], n: int = 1000,
+             seed: int = 0, batch: int = 64, lpips_seed: int = 0, n_hierarchy: int = 200, sigma: float = 1.0) -> dict:
     """Student vs teacher on ``n`` held-out z (stream :func:`heldout_z` with ``seed``).
 
     Returns ``psnr``, ``lpips_rand``, ``ssim`` (means), ``face_rate_student`` /
     ``face_rate_teacher`` (dlib detection rate), ``n``, and ``hierarchy`` (see
-    :func:`hierarchy_check`, on the first ``n_hierarchy`` z). Images compared at the student's
-    resolution (the teacher area-downsampled if smaller).
+    :func:`hierarchy_check` of ``groups``, on the first ``n_hierarchy`` z). Images compared at the
+    student's resolution (the teacher area-downsampled if smaller).
     """
-    from clipbridge.metrics import LPIPS, ssim
+    from clipbridge.metrics import ssim
+    from clipbridge.models.lpips import build_lpips
     from clipbridge.models.attributes import detect
 
     G.eval()
     device = next(G.parameters()).device
     z = heldout_z(n, seed, device)
-    lpips = LPIPS(random_trunk=True, seed=lpips_seed, size=_lpips_size(G.img_resolution)).to(device)
+    lpips = build_lpips("LPIPS-rand", lpips_seed, device)
     vals = {"psnr": [], "lpips_rand": [], "ssim": []}
     found_s, found_t = [], []
     for i in range(0, n, batch):
@@ -478,14 +423,14 @@ def evaluate(G: Generator, teacher: torch.nn.Module, n: int = 1000, seed: int = 
     out = {k: float(torch.cat(v).mean()) for k, v in vals.items()}
     out.update(n=n, face_rate_student=float(torch.cat(found_s).float().mean()),
                face_rate_teacher=float(torch.cat(found_t).float().mean()))
-    out["hierarchy"] = hierarchy_check(G, z[:n_hierarchy], sigma=sigma, seed=seed, batch=batch)
+    out["hierarchy"] = hierarchy_check(G, z[:n_hierarchy], groups, sigma=sigma, seed=seed, batch=batch)
     return out
 
 
 def teacher_student_grid(G: Generator, teacher: torch.nn.Module, z: torch.Tensor, out_pdf: str | Path,
                          title: str | None = None) -> None:
     """Figure: teacher (top row) and student (bottom row) on the same ``z [n, 100]``; vector PDF."""
-    from clipbridge import figures
+    from clipbridge.report import figures
 
     figures.setup_style()
     G.eval()
