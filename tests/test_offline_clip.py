@@ -189,6 +189,38 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert clip_model.load_checkpoint(tmp_path / "b.pt")[1]["step"] == 5
 
 
+def test_finished_run_is_reused_on_the_same_faces_rendered_differently(tmp_path):
+    """Another kind of CPU renders the same seeded faces a few pixel levels differently (and so
+    a few labels): the finished checkpoint is still the model of that recipe and is reused, with
+    same_bytes False; other faces (latents) or another argument retrain."""
+    x, _, caps = coloured_faces(16)
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    args = dict(steps=2, seed=3, **FAST)
+    first = clip_train.train(x, caps, TINY, **args, ckpt_path=tmp_path / "m.pt", latents=z)
+    clip_train.state_path(tmp_path / "m.pt").unlink()          # finished: as the clip stage leaves it
+    meta = clip_model.load_checkpoint(tmp_path / "m.pt")[1]["meta"]
+    assert clip_train.same_bytes(meta["fingerprint"], x, caps)
+
+    drift = x.clone()
+    drift[0, 0, 0, 0] += 2 / 255                                  # one pixel, one level
+    relabelled = [list(c) for c in caps]
+    relabelled[1][0] = relabelled[1][0] + " slightly"
+    reused = clip_train.train(drift, relabelled, TINY, **args, ckpt_path=tmp_path / "m.pt", latents=z,
+                              curve_csv=tmp_path / "r.csv")
+    assert not (tmp_path / "r.csv").exists()                      # nothing trained
+    for k, v in first.state_dict().items():
+        assert torch.equal(v, reused.state_dict()[k]), k
+    assert not clip_train.same_bytes(meta["fingerprint"], drift, relabelled)
+
+    clip_train.train(drift, relabelled, TINY, **args, ckpt_path=tmp_path / "m.pt", latents=z + 1,
+                     curve_csv=tmp_path / "o.csv", log_every=1)
+    assert (tmp_path / "o.csv").exists()                          # retrained
+    assert clip_train.same_recipe({"a": 1, "images_sha256": "x", "latents_sha256": "z"},
+                                  {"a": 1, "images_sha256": "y", "latents_sha256": "z"})
+    assert not clip_train.same_recipe({"a": 1, "images_sha256": "x"}, {"a": 1, "images_sha256": "y"})
+    assert not clip_train.same_recipe({"a": 2, "latents_sha256": "z"}, {"a": 1, "latents_sha256": "z"})
+
+
 def test_training_teaches_zero_shot_background_colour():
     x, attrs, caps = coloured_faces(64)
     model = clip_train.train(x, caps, TINY, steps=12, batch=32, lr=2e-3, warmup=0, schedule="constant",

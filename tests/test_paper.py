@@ -113,6 +113,7 @@ def test_ablation_cells_set_stalled_seeds_apart_and_pair_faces(monkeypatch):
 
     import numpy as np
 
+    from clipbridge.config import AblationCell, Train
     from clipbridge.stages import ablations
 
     rng = np.random.default_rng(0)
@@ -120,24 +121,18 @@ def test_ablation_cells_set_stalled_seeds_apart_and_pair_faces(monkeypatch):
     per_seed = {("report-dcgan64", s): faces + rng.normal(0, 0.05, 64) for s in range(3)}
     per_seed |= {("width-4096", s): faces + 0.3 + rng.normal(0, 0.05, 64) for s in range(3)}  # ... +0.3 dB each
     per_seed[("width-4096", 0)] = np.full(64, 9.3)             # a collapsed seed
-    cfg = {"depth": 4, "width": 1024, "target": "z", "predict_groups": None}
+    def read_csv(path):
+        if path.name == "curve.csv":                           # data/ablate/<cell>-<seed>/curve.csv
+            stalled = path.parent.name == "width-4096-0"
+            return [{"val_rgb": 0.6}, {"val_rgb": 0.6 if stalled else 0.1}]
+        cell, seed = path.parent.name, int(path.stem.removeprefix("seed"))   # results/ablate/<cell>/seed<k>.csv
+        return [{"index": i, "psnr": float(v), "ssim": 0.4, "lpips": 0.1} for i, v in enumerate(per_seed[(cell, seed)])]
 
-    def read_json(path):
-        cell, seed = path.parent.name, int(path.stem.removeprefix("seed"))
-        psnr = per_seed[(cell, seed)]
-        return {"psnr": float(psnr.mean()), "ssim": 0.4, "lpips": 0.1, "per_image_psnr": psnr.tolist(),
-                "config": {**cfg, "width": 4096 if cell == "width-4096" else 1024}}
-
-    def read_csv(path):                                        # data/ablate/<cell>-<seed>/curve.csv
-        stalled = path.parent.name == "width-4096-0"
-        return [{"val_rgb": 0.6}, {"val_rgb": 0.6 if stalled else 0.1}]
-
-    monkeypatch.setattr(ablations, "read_json", read_json)
     monkeypatch.setattr(ablations, "read_csv", read_csv)
-    cells = {"report-dcgan64": SimpleNamespace(generator="dcgan64", width=None),
-             "width-4096": SimpleNamespace(generator="dcgan64", width=4096)}
-    p = SimpleNamespace(ablate=SimpleNamespace(cells=cells, seeds=[0, 1, 2], steps=300, bootstrap=500,
-                                               bootstrap_seed=0))
+    cells = {"report-dcgan64": AblationCell(generator="dcgan64"),
+             "width-4096": AblationCell(generator="dcgan64", width=4096)}
+    p = SimpleNamespace(train=Train(), ablate=SimpleNamespace(cells=cells, seeds=[0, 1, 2], steps=300,
+                                                              bootstrap=500, bootstrap_seed=0))
     rows = ablations.cell_rows(p)
     ablations.add_differences(p, rows)
     wide = rows[1]

@@ -11,8 +11,8 @@ statistic minus another group's, the 95% interval taken over those differences (
 two marginal CIs). Each comparison is made under two normalizations, change per unit of RMS pixel
 change (``per_rms``) and the raw change (``raw``); a claim is supported only where both agree.
 
-Common face set: dlib loses the face in many strongly edited images, mostly the ones whose pose
-changed most, so a face measure averaged over the images where each group kept the face would
+Common face set: dlib loses the face in many strongly edited images, and in some groups more than
+in others, so a face measure averaged over the images where each group kept the face would
 compare groups on different, differently selected images. Every measure is therefore taken, at a
 magnitude, on the (face, draw) slots where it is defined for EVERY group at that magnitude and at
 the smallest magnitude (the ``per_rms`` reference): the same slots for every group and both

@@ -76,11 +76,42 @@ def caption_table(captions: Sequence[Sequence[str]]) -> tuple[list[str], Tensor,
     return distinct, table, torch.tensor([len(c) for c in captions])
 
 
-def _fingerprint(images: Tensor, captions: Sequence[Sequence[str]], args: Mapping) -> dict:
-    """What a resumed run must share with the interrupted one: data hashes and arguments."""
-    data = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+DATA_BYTES = ("images_sha256", "captions_sha256")   # the data's rendering (platform-dependent)
+
+
+def _sha256(x: Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _fingerprint(images: Tensor, captions: Sequence[Sequence[str]], args: Mapping,
+                 latents: Tensor | None = None) -> dict:
+    """What a resumed run must share with the interrupted one: data hashes and arguments.
+
+    ``latents_sha256`` (when the faces' latents are given) names *which* faces: seeded ``randn``
+    on the CPU, the same on every machine. The image and caption hashes (:data:`DATA_BYTES`) name
+    their rendering, which a CPU of another kind changes at rounding boundaries (a few pixels by
+    one level, a few annotator labels): a resumed run needs them equal, a finished one does not."""
     text = hashlib.sha256("\x1e".join("\x1f".join(c) for c in captions).encode()).hexdigest()
-    return dict(args, images_sha256=data, captions_sha256=text)
+    out = dict(args, images_sha256=_sha256(images), captions_sha256=text)
+    if latents is not None:
+        out["latents_sha256"] = _sha256(latents)
+    return out
+
+
+def same_recipe(done: Mapping, now: Mapping) -> bool:
+    """Whether a finished run's fingerprint names the same recipe as ``now``: the same arguments
+    and the same faces (``latents_sha256`` in both), whatever their rendering; without latents,
+    the same bytes too."""
+    if "latents_sha256" not in now:
+        return dict(done) == dict(now)
+    keys = (set(done) | set(now)) - set(DATA_BYTES)
+    return all(done.get(k) == now.get(k) for k in keys)
+
+
+def same_bytes(done: Mapping, images: Tensor, captions: Sequence[Sequence[str]]) -> bool:
+    """Whether a finished run trained on exactly these image and caption bytes."""
+    now = _fingerprint(images, captions, {})
+    return all(done.get(k) == now[k] for k in DATA_BYTES)
 
 
 VAL_COLUMNS = ("val_clip_loss", "val_i2t_r1", "val_t2i_r1")
@@ -139,7 +170,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
           curve_csv: str | Path | None = None, log_every: int = 10, seed: int = 0,
           precision: str = "fp32", val: tuple[Tensor, Sequence[str]] | None = None,
           eval_every: int = 0, device: str | torch.device = "cpu",
-          progress: bool = True) -> CustomTextCLIP:
+          progress: bool = True, latents: Tensor | None = None) -> CustomTextCLIP:
     """Train the offline CLIP's image tower and text projection contrastively.
 
     images:   [N, 3, H, W] float32 in [-1, 1] (kept where they are; batches move to ``device``).
@@ -153,8 +184,10 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
               ``ckpt_seconds`` seconds, at the end, at ``until`` and on KeyboardInterrupt.
     resume:   continue from the state file when present; the data and arguments must match,
               and the result equals an uninterrupted run (on the same device). Without a state
-              file, a checkpoint at ``ckpt_path`` that finished ``steps`` on the same data and
-              arguments (its ``meta.fingerprint``) is returned as it is, untrained further.
+              file, a checkpoint at ``ckpt_path`` that finished ``steps`` with the same arguments
+              on the same faces (``latents``; :func:`same_recipe`, its ``meta.fingerprint``) is
+              returned as it is, untrained further, even where this machine renders those faces
+              a few pixel levels differently (:func:`same_bytes` tells).
     until:    stop after this many steps (checkpointing), to be resumed later.
     curve_csv: step, loss, clip_loss, slip_loss, lr, seconds every ``log_every`` steps.
     seed:     all randomness (init, batches, caption choice, augmentation) derives from it.
@@ -189,7 +222,7 @@ def train(images: Tensor, captions: Sequence[Sequence[str]], cfg: OfflineClipCon
     check_precision(precision)
     if precision != "fp32":
         args["precision"] = precision
-    run = _start(cfg, args, _fingerprint(images, captions, args), ckpt_path, device)
+    run = _start(cfg, args, _fingerprint(images, captions, args, latents), ckpt_path, device)
     if resume and _resume(run, steps):
         return run.model.eval()
     # State after the last completed step: what a checkpoint holds, so that a run interrupted
@@ -272,9 +305,9 @@ def _start(cfg: OfflineClipConfig, args: dict, fingerprint: dict, ckpt_path: str
 
 
 def _resume(run: _Run, steps: int) -> bool:
-    """Continue from the run's state file, if there is one (its fingerprint must match).
-    Without one, load a checkpoint that finished ``steps`` with the same fingerprint and text
-    weights and return True: the run is done."""
+    """Continue from the run's state file, if there is one (its fingerprint must match exactly).
+    Without one, load a checkpoint that finished ``steps`` with the same recipe
+    (:func:`same_recipe`) and text weights and return True: the run is done."""
     if run.ckpt_path is None:
         return False
     state_file = state_path(run.ckpt_path)
@@ -296,7 +329,7 @@ def _resume(run: _Run, steps: int) -> bool:
     elif run.ckpt_path.is_file():
         done = read_checkpoint(run.ckpt_path, kind_key="format", kinds=(CHECKPOINT_FORMAT,),
                                what="torch checkpoint", required=("state_dict", "step"))
-        if (done.get("meta", {}).get("fingerprint") == run.fingerprint
+        if (same_recipe(done.get("meta", {}).get("fingerprint") or {}, run.fingerprint)
                 and int(done["step"]) >= steps
                 and done.get("text_weights_sha256") == text_weights_sha256()):
             load_trained(run.model, done["state_dict"], run.ckpt_path)

@@ -3,8 +3,9 @@
 ``python -m clipbridge.stages.ablate CELL SEED`` trains a bridge with the headline recipe
 (``train``) changed as the cell says, for ``ablate.steps`` steps with ``train.seed = SEED``,
 on the cell's generator, and scores it on that generator's test split (image metrics).
-Output (committed): ``results/ablate/<cell>/seed<seed>.json`` (summary and the per-face PSNR, for
-paired comparisons); the ``ablations`` stage aggregates the cells into tables.
+Output (committed): ``results/ablate/<cell>/seed<seed>.csv``, the image metrics of every test
+face in split order (paired comparisons; a DVC plot, so the stage stays in DVC's run-cache, which
+queued sweeps need); the ``ablations`` stage aggregates the cells into tables.
 
 Several processes: ``torchrun --nproc_per_node=N -m clipbridge.stages.ablate CELL SEED`` trains
 the bridge data-parallel (see clipbridge.distributed); rank 0 alone scores it and writes.
@@ -12,19 +13,19 @@ the bridge data-parallel (see clipbridge.distributed); rank 0 alone scores it an
 
 from __future__ import annotations
 
-import dataclasses
+import torch
 
 from clipbridge import config, distributed, paths, registry
 from clipbridge.bridge import invert
-from clipbridge.bridge.evaluate import Scorer, summarize, timed
+from clipbridge.bridge.evaluate import Scorer, synthesize
 from clipbridge.errors import UnknownNameError
-from clipbridge.io import finite, from_uint8, write_json
+from clipbridge.io import from_uint8, write_csv
 from clipbridge.stages import load_split, profile_metric, run
 from clipbridge.stages.train import train_and_save
 
 
 def result_file(cell: str, seed: int):
-    return paths.RESULTS / "ablate" / cell / f"seed{seed}.json"
+    return paths.RESULTS / "ablate" / cell / f"seed{seed}.csv"
 
 
 def main(p: config.Params, cell_name: str, seed: str) -> None:
@@ -41,13 +42,10 @@ def main(p: config.Params, cell_name: str, seed: str) -> None:
     bridge = bridge.to(p.device)
     encoder = registry.load_encoder(paths.ENCODER).to(p.device)
     images = from_uint8(load_split(cell.generator, "test")["images"]).to(p.device)
-    _, recon, ms = timed(G, lambda x: invert.bridge_ws(G, encoder, bridge, x), images, p.evaluate.batch)
-    rows = Scorer(images, profile_metric(p), p.evaluate.batch, attributes=False)(recon)
-    write_json(result_file(cell_name, cfg.seed), finite({
-        "cell": cell_name, "generator": cell.generator, "seed": cfg.seed, "steps": cfg.steps,
-        "config": dataclasses.asdict(cfg), "ms_per_image": ms, **summarize(rows),
-        "per_image_psnr": [r["psnr"] for r in rows],  # test faces in split order: paired comparisons
-    }))
+    with torch.no_grad():
+        recon = synthesize(G, invert.bridge_ws(G, encoder, bridge, images), p.evaluate.batch)
+    write_csv(result_file(cell_name, cfg.seed),
+              Scorer(images, profile_metric(p), p.evaluate.batch, attributes=False)(recon))
 
 
 if __name__ == "__main__":

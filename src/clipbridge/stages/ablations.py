@@ -23,10 +23,12 @@ Outputs (committed): ``results/ablations/table.csv`` (one row per cell) and
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from clipbridge import config, paths, stats
-from clipbridge.io import read_csv, read_json, write_csv, write_text
+from clipbridge.io import read_csv, write_csv, write_text
 from clipbridge.metrics import mean_std
 from clipbridge.report.latex import escape, fmt
 from clipbridge.stages import run
@@ -49,20 +51,22 @@ def stalled(curve: list[dict]) -> bool:
 
 
 def cell_rows(p: config.Params) -> list[dict]:
-    """One row per cell: mean and std over its non-stalled seeds, the stalled seeds apart, the
-    per-face PSNR averaged over the non-stalled seeds (``face_psnr``) and the cell's config."""
+    """One row per cell: mean and std over its non-stalled seeds of the per-seed means, the stalled
+    seeds apart, the per-face PSNR averaged over the non-stalled seeds (``face_psnr``) and the
+    cell's effective training config (what the ``ablate`` stage trained)."""
     rows = []
     for name, cell in p.ablate.cells.items():
-        runs = [read_json(result_file(name, s)) for s in p.ablate.seeds]
+        faces = [read_csv(result_file(name, s)) for s in p.ablate.seeds]      # per face, split order
+        runs = [{key: float(np.mean([f[key] for f in seed])) for key, _, _ in SHOWN} for seed in faces]
         stall = [stalled(read_csv(paths.ablate_dir(name, s) / "curve.csv")) for s in p.ablate.seeds]
-        kept = [r for r, s in zip(runs, stall) if not s] or runs  # all stalled: nothing to set apart
+        kept = [i for i, s in enumerate(stall) if not s] or list(range(len(runs)))  # all stalled: keep all
         row = {"cell": name, "generator": cell.generator, "n_seeds": len(runs), "steps": p.ablate.steps,
                "n_stalled": sum(stall),
                "stalled_psnr": " ".join(f"{r['psnr']:.2f}" for r, s in zip(runs, stall) if s)}
         for key, _, _ in SHOWN:
-            row[key], row[f"{key}_std"] = mean_std([r[key] for r in kept])
-        row["face_psnr"] = np.mean([r["per_image_psnr"] for r in kept], axis=0)
-        row["config"] = runs[0]["config"]
+            row[key], row[f"{key}_std"] = mean_std([runs[i][key] for i in kept])
+        row["face_psnr"] = np.mean([[f["psnr"] for f in faces[i]] for i in kept], axis=0)
+        row["config"] = dataclasses.asdict(cell.train_config(p.train, p.ablate.steps, p.ablate.seeds[0]))
         rows.append(row)
     return rows
 

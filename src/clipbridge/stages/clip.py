@@ -60,7 +60,8 @@ def main(p: config.Params) -> None:
         model = clip_train.train(
             from_uint8(train["images"]), train["captions"], cfg, **clip_train.train_options(c),
             ckpt_path=CHECKPOINT, resume=True, curve_csv=paths.RESULTS / "clip" / "curve.csv",
-            val=(from_uint8(test["images"]), [caps[0] for caps in test["captions"]]), device=device)
+            val=(from_uint8(test["images"]), [caps[0] for caps in test["captions"]]), device=device,
+            latents=train["z"])
     if not distributed.is_main():
         return
     clip_train.state_path(CHECKPOINT).unlink(missing_ok=True)  # finished: nothing to resume
@@ -71,6 +72,10 @@ def main(p: config.Params) -> None:
     write_json(paths.RESULTS / "clip" / "metrics.json", {
         "steps": c.steps, "batch": c.batch, "slip_weight": c.slip_weight, "precision": c.precision,
         "train_device": meta.get("device", "not recorded"), "train_seconds": meta.get("seconds"),
+        # False where this machine renders the same faces a few pixel levels differently from the
+        # one that trained the checkpoint (clip_train.same_bytes): it is measured on these bytes
+        "trained_on_these_bytes": clip_train.same_bytes(meta.get("fingerprint") or {}, from_uint8(train["images"]),
+                                                        train["captions"]),
         "trained": measure(model, train, test, c.probe_alpha),
         "random_init": measure(random_init, train, test, c.probe_alpha),
     })
