@@ -141,3 +141,24 @@ def test_ablation_cells_set_stalled_seeds_apart_and_pair_faces(monkeypatch):
     assert wide["reference"] == "report-dcgan64" and 0.25 < wide["delta_lo"] < 0.3 < wide["delta_hi"] < 0.35
     assert rows[0]["delta_psnr"] is None                       # the reference row itself
     assert "against 1024: 0.30~dB" in ablations.axis_summary(p, rows, "width")
+
+
+def test_findings_answer_both_questions_from_the_numbers(monkeypatch):
+    from types import SimpleNamespace
+
+    from clipbridge.stages import numbers
+
+    ci = {"mean": 1.5, "lo": 1.2, "hi": 1.8, "n": 256, "excludes_zero": True}
+    ev = {"n_opt": 256, "n_test": 256, "w_label": "z",
+          "comparison": {"floor": "mean_image", "bridge_vs_floor": {"psnr": ci},
+                         "gap_closed_bridge_vs_mean_image": {"mean": 0.3, "lo": 0.25, "hi": 0.35}}}
+    rows = [{"cell": "depth-8", "generator": "dcgan64", "delta_psnr": -0.5, "delta_lo": -0.7, "delta_hi": -0.3},
+            {"cell": "width-4096", "generator": "dcgan64", "delta_psnr": 0.2, "delta_lo": 0.1, "delta_hi": 0.3},
+            {"cell": "report-dcgan64", "generator": "dcgan64", "delta_psnr": ""}]
+    verdicts = {"verdicts": {"a": {"verdict": "supported"}, "b": {"verdict": "mixed"}}}
+    monkeypatch.setattr(numbers, "read_json", lambda path: verdicts)
+    p = SimpleNamespace(headline="dcgan64", generators=["dcgan64", "sg2-64"])
+    text = numbers.findings(p, {"dcgan64": ev}, rows, {"psnr": 21.84})
+    assert "all 256 test faces" in text and "1.50~dB [1.20, 1.80]" in text and "30 [25, 35]\\%" in text
+    assert "Of the 2 ablation cells, 1 beat" in text and "1 fall below" in text and "width-4096" in text
+    assert "1 of 2 on \\texttt{dcgan64} and 1 of 2 on \\texttt{sg2-64} (a student 21.84~dB" in text

@@ -196,6 +196,37 @@ def abstract_result(g: str, ev: dict) -> str:
             f"per-image optimization, at {fmt(c['speed_ratio'], 0)}$\\times$ its speed")
 
 
+def findings(p: config.Params, evs: dict[str, dict], ablation_rows: list[dict], distill: dict) -> str:
+    """The introduction's answers to the report's two questions, from the numbers: how well the
+    bridge does against its floor and ceiling, what the ablations changed beyond their intervals,
+    and how many of the report's layer-group claims hold on the style-based generator."""
+    g = p.headline
+    ev, c = evs[g], evs[g]["comparison"]
+    floor = c["floor"]
+    cells = [r for r in ablation_rows if r.get("delta_psnr") not in (None, "")]
+    better = [r for r in cells if float(r["delta_lo"]) > 0]
+    worse = [r for r in cells if float(r["delta_hi"]) < 0]
+    best = max(cells, key=lambda r: float(r["delta_psnr"])) if cells else None
+    parts = [f"(1) On \\texttt{{{escape(g)}}} ({faces_phrase(ev)}), the report's bridge minus the stronger "
+             f"no-information floor (the {escape(method_label(floor, ev['w_label']))}) is "
+             f"{interval(c['bridge_vs_floor']['psnr'], 2, unit='dB')} PSNR per face, and the bridge closes "
+             f"{interval(c[f'gap_closed_bridge_vs_{floor}'], 0, 100)}\\% of the gap to per-image optimization."]
+    if cells:
+        parts.append(f"Of the {len(cells)} ablation cells, {len(better)} beat their reference row beyond their "
+                     f"{stats.CI_PERCENT}\\% interval and {len(worse)} fall below it; the largest change is "
+                     f"{escape(best['cell'])} on \\texttt{{{escape(best['generator'])}}} "
+                     f"({fmt(float(best['delta_psnr']), 2)}~dB).")
+    held = []
+    for gen in p.generators:
+        edits = read_json(paths.RESULTS / "edits" / gen / "metrics.json")["verdicts"]
+        supported = sum(v["verdict"] == "supported" for v in edits.values())
+        note = f" (a student {fmt(distill['psnr'], 2)}~dB from its teacher)" if gen == "sg2-64" else ""
+        held.append(f"{supported} of {len(edits)} on \\texttt{{{escape(gen)}}}{note}")
+    parts.append("(2) Of the report's layer-group claims, judged per face and under both normalizations, "
+                 "the supported ones number " + " and ".join(held) + ".")
+    return " ".join(parts)
+
+
 ATTRIBUTE_TEXT = {  # key -> (what, unit, digits, higher is better)
     "gender_agree": ("gender agreement", "", 2, True),
     "age_error": ("$|\\Delta$age$|$", "~years", 1, False),
@@ -440,6 +471,8 @@ def main(p: config.Params) -> None:
     parts.append(macro("PhotoResultsText", "\n".join(
         photos_paragraph(g, read_json(paths.RESULTS / "photos" / g / "metrics.json")) for g in p.generators)))
     parts.append(macro("AbstractResult", abstract_result(p.headline, evs[p.headline])))
+    parts.append(macro("FindingsText", findings(p, evs, read_csv(paths.RESULTS / "ablations" / "table.csv"),
+                                                read_json(paths.RESULTS / "distill" / "metrics.json"))))
     parts.append(macro("BridgeResultsText", "\n".join(bridge_paragraph(g, evs[g]) for g in p.generators)))
     parts.append(macro("AttributeResultsText", "\n".join(attribute_paragraph(g, evs[g]) for g in p.generators)))
     clip = read_json(paths.RESULTS / "clip" / "metrics.json")
