@@ -19,7 +19,7 @@ from clipbridge.io import atomic_path  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
 METHOD_LABELS = {"input": "input", "mean_latent": "mean latent", "mean_image": "mean image",
-                 "bridge": "bridge", "bridge_refine": "bridge + refine", "opt_short": "optimization, short ({w})",
+                 "bridge": "bridge", "bridge_refine": "bridge + refine", "opt_short": "optimization, matched steps",
                  "opt_w": "optimization ({w})", "opt_wplus": "optimization (W+)"}
 
 

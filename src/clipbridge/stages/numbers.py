@@ -389,7 +389,7 @@ def main_table_tex(evs: dict[str, dict], lpips_label: str) -> str:
             for key, _, d in TABLE_COLS:
                 if key not in v:
                     cells.append("--")
-                elif key in ("psnr", "lpips") and f"{key}{spread}" in v:
+                elif key in ("psnr", "lpips", "identity", "age_error", "gender_agree") and f"{key}{spread}" in v:
                     cells.append(f"{fmt(v[key], d)} $\\pm$ {fmt(v[key + spread], d)}")
                 else:
                     cells.append(fmt(v[key], d))
