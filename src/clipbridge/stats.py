@@ -30,10 +30,8 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> dict:
     total = den.sum()
     if not total > 0:
         return {"mean": math.nan, "lo": math.nan, "hi": math.nan}
-    boot_den = weights @ den
-    boot = np.where(boot_den > 0, (weights @ num) / np.where(boot_den > 0, boot_den, 1.0), np.nan)
-    lo, hi = np.nanpercentile(boot, _TAILS) if np.isfinite(boot).any() else (math.nan, math.nan)
-    return {"mean": float(num.sum() / total), "lo": float(lo), "hi": float(hi)}
+    lo, hi = _percentile_ci(_boot_ratio(num, den, weights))
+    return {"mean": float(num.sum() / total), "lo": lo, "hi": hi}
 
 
 def _boot_ratio(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> np.ndarray:
