@@ -66,3 +66,20 @@ def test_ablation_cell_changes_only_its_fields(repo_root):
     assert (cfg.depth, cfg.steps, cfg.seed) == (1, 7, 2)
     assert (cfg.width, cfg.target, cfg.loss_rgb, cfg.lr) == (p.train.width, p.train.target, p.train.loss_rgb, p.train.lr)
     assert p.ablate.cells["report-dcgan64"].train_config(p.train, p.train.steps, p.train.seed) == p.train
+
+
+def test_encoder_study_section(repo_root):
+    raw = _raw(repo_root)
+    p = config.from_dict(raw)
+    assert p.encoders.generators == ["dcgan64"] and "clip-offline" in p.encoders.encoders
+    assert p.train.steps in p.encoders.score_at and p.ablate.steps in p.encoders.score_at  # the reproduction check
+    raw["encoders"]["generators"] = ["sg2-ffhq-256"]          # downloads its weights: not offline
+    with pytest.raises(config.ConfigError, match="sg2-ffhq-256"):
+        config.from_dict(raw)
+    raw["encoders"]["generators"] = ["nope"]
+    with pytest.raises(config.ConfigError, match=r"unknown or no generator\(s\) \['nope'\].*encoders.generators"):
+        config.from_dict(raw)
+    raw["encoders"]["generators"] = ["dcgan64"]
+    raw["encoders"]["learned"]["chanels"] = 8
+    with pytest.raises(config.ConfigError, match=r"unknown key\(s\) \['chanels'\] in 'encoders.learned'"):
+        config.from_dict(raw)

@@ -43,3 +43,25 @@ def test_project_errors_are_also_the_builtin_errors_callers_expect():
     from clipbridge.cli.photo import PhotoError
     for cls in (ConfigError, ModelFileError, PhotoError):
         assert issubclass(cls, errors.InputError) and issubclass(cls, ValueError)
+
+
+def test_a_torchscript_archive_in_the_mirror_is_refused_in_one_line(tmp_path, repo_root):
+    """OpenAI's own RN50.pt is a TorchScript archive: the encoder stage names the file and what to put
+    there instead, and never loads (runs) it."""
+    import dataclasses
+
+    import torch
+
+    from clipbridge import config
+    from clipbridge.io import ModelFileError
+    from clipbridge.stages.models import check_mirror_encoder
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "RN50-openai.pt")
+    p = config.load(f"{repo_root}/params.yaml")
+    p = dataclasses.replace(p, profile="pretrained", models=dataclasses.replace(p.models, mirror=str(tmp_path)))
+    with pytest.raises(ModelFileError) as info:
+        check_mirror_encoder(p)
+    msg = info.value.args[0]
+    assert "\n" not in msg and "RN50-openai.pt: a TorchScript archive" in msg and "state dict" in msg
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "RN50-openai.pt")   # a state dict passes the check
+    check_mirror_encoder(p)

@@ -282,6 +282,38 @@ class Figures:
 
 
 @dataclass(frozen=True)
+class LearnedEncoder:
+    """The learned encoder of the encoder study: a small CNN from the face image to the bridge's
+    target, trained end to end with the bridge's loss (the pSp / e4e idea at this data size)."""
+    channels: int = 32              # width of its first stage (doubled at each downsampling)
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])  # candidates, chosen on the val faces
+    select_steps: int = 300         # steps of each candidate's selection run (seed 0); lowest val MSE wins
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """The encoder study: the same bridge recipe (``train``) on several encoders, to convergence.
+
+    A run stops at the first logged step ``s >= min_steps`` where the best validation MSE of the
+    last ``plateau_window`` of steps improves on the best before them by less than ``plateau_tol``
+    (relative), or at ``max_steps``; the model of the best validation MSE is kept.
+    """
+    generators: list[str] = field(default_factory=lambda: ["dcgan64"])  # generators the axis runs on
+    encoders: list[str] = field(default_factory=lambda: ["clip-offline"])  # embedding encoders (models.encoders)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    max_steps: int = 4000           # upper bound of every run
+    min_steps: int = 1000           # never stop before this
+    eval_every: int = 100           # validation MSE in the curve (and the stopping check) every this many steps
+    plateau_window: float = 0.2     # fraction of the steps so far that the stopping rule looks back over
+    plateau_tol: float = 0.01       # relative improvement of the best validation MSE below which it stops
+    score_at: list[int] = field(default_factory=lambda: [300, 1000])  # test faces also scored at these steps
+    probe_alpha: float = 1.0        # ridge strength of the embedding -> latent probe
+    learned: LearnedEncoder = field(default_factory=LearnedEncoder)
+    fresh: list[str] = field(default_factory=list)  # rows also trained on fresh faces every step ('learned' or an encoder)
+    fresh_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+@dataclass(frozen=True)
 class Params:
     profile: str                    # key of `profiles`: 'offline' (default) or 'pretrained'
     profiles: dict[str, ProfileModels]
@@ -298,6 +330,7 @@ class Params:
     photos: Photos = field(default_factory=Photos)
     evaluate: Evaluate = field(default_factory=Evaluate)
     figures: Figures = field(default_factory=Figures)
+    encoders: Encoders = field(default_factory=Encoders)
 
     @property
     def active(self) -> ProfileModels:
@@ -362,10 +395,11 @@ def from_dict(raw: dict, source: Path = paths.PARAMS) -> Params:
 def _check_generators(params: Params, source: Path) -> None:
     from clipbridge.registry import GENERATORS
 
-    names = list(params.generators) + [c.generator for c in params.ablate.cells.values()]
+    names = (list(params.generators) + [c.generator for c in params.ablate.cells.values()]
+             + list(params.encoders.generators))
     unknown = sorted({g for g in names if g not in GENERATORS})
     if not params.generators or unknown:
-        raise ConfigError(f"{source}: unknown or no generator(s) {unknown} in 'generators' / 'ablate.cells'; "
+        raise ConfigError(f"{source}: unknown or no generator(s) {unknown} in 'generators' / 'ablate.cells' / 'encoders.generators'; "
                           f"available: {sorted(GENERATORS)}")
     if not params.active.downloads:
         remote = sorted({g for g in names if GENERATORS[g].downloads})

@@ -17,6 +17,8 @@ CHECKPOINTS = Path("checkpoints")  # committed small checkpoints of the model-ma
 PAPER = Path("paper")
 GENERATED = PAPER / "generated"   # committed TeX written by the pipeline
 ENCODER = MODELS / "encoder.pt"   # the profile's CLIP image/text encoder
+STUDY = RESULTS / "encoders"      # the encoder study's table, metrics and comparisons (stage encoders)
+STUDY_RUNS = STUDY / "runs"       # its runs' committed curves and per-face scores (stages learned_lr, study)
 
 
 def generator_file(name: str) -> Path:
@@ -37,3 +39,14 @@ def bridge_file(generator: str, seed: int = 0) -> Path:
 def ablate_dir(cell: str, seed: int | str) -> Path:
     """One ablation cell and seed's DVC-cached outputs: ``bridge.pt`` and its ``curve.csv``."""
     return DATA / "ablate" / f"{cell}-{seed}"
+
+
+def embedding_file(generator: str, encoder: str) -> Path:
+    """``{train, val, test}`` embeddings of ``generator``'s dataset faces by ``encoder`` (encoder study)."""
+    return DATA / "embeddings" / generator / f"{encoder}.pt"
+
+
+def study_results(generator: str, row: str, seed: int | str) -> Path:
+    """One run of the encoder study (committed): ``curve.csv``, per-face ``scores.csv`` /
+    ``scores_at.csv`` and ``run.json``. The study's tables sit in ``STUDY``, beside ``STUDY_RUNS``."""
+    return STUDY_RUNS / generator / row / f"seed{seed}"

@@ -94,3 +94,26 @@ def gap_closed(method, floor, ceiling, resamples: int, rng: np.random.Generator)
 
     lo, hi = _percentile_ci(ratio(w @ m, w @ f, w @ c))
     return {"mean": float(ratio(m.sum(), f.sum(), c.sum())), "lo": lo, "hi": hi, "n": int(m.size)}
+
+
+def span(faces: dict[str, np.ndarray], weights: np.ndarray) -> dict:
+    """How far one axis of a study moves a score: its best row's mean minus its worst row's over the
+    same units (``{row: [F]}``, e.g. per-face PSNR), with a bootstrap interval over the units
+    (``weights [B, F]``, :func:`cluster_weights`) that re-ranks the rows in every resample.
+    ``boot`` holds the resampled spans (for :func:`span_difference`)."""
+    names = list(faces)
+    m = np.stack([faces[k] for k in names])                    # [R, F]
+    means = m.mean(1)
+    boot = (weights @ m.T) / m.shape[1]                        # [B, R]
+    boot = boot.max(1) - boot.min(1)
+    lo, hi = _percentile_ci(boot)
+    return {"mean": float(means.max() - means.min()), "lo": lo, "hi": hi,
+            "best": names[int(means.argmax())], "worst": names[int(means.argmin())], "n_faces": int(m.shape[1]),
+            "rows": {k: float(v) for k, v in zip(names, means)}, "boot": boot}
+
+
+def span_difference(a: dict, b: dict) -> dict:
+    """``a`` minus ``b`` (two :func:`span` results drawn with the same weights), with its interval."""
+    lo, hi = _percentile_ci(a["boot"] - b["boot"])
+    return {"mean": a["mean"] - b["mean"], "lo": lo, "hi": hi, "n": min(a["n_faces"], b["n_faces"]),
+            "excludes_zero": bool(lo > 0 or hi < 0)}

@@ -13,6 +13,7 @@ mean by ``mean_scale``; the validation set is sharded too and logged values are 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -87,13 +88,26 @@ class _BridgeLoss(torch.nn.Module):
         return batch_loss(self.G, self.bridge, emb, images, latents, self.cfg, self.lpips)
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""One global training batch: (model inputs [B, ...], images uint8 [B, 3, R, R], target latents [B, n, dim])."""
+
+
 def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, lpips: LPIPS | None,
-          batch: int, predict_ws: list[int] | None = None, desc: str = "train bridge") -> tuple[Bridge, list[dict]]:
+          batch: int, predict_ws: list[int] | None = None, desc: str = "train bridge",
+          model: torch.nn.Module | None = None, next_batch: Callable[[int], Batch] | None = None,
+          on_log: Callable[[int, torch.nn.Module, float], bool] | None = None) -> tuple[Bridge, list[dict]]:
     """Train a bridge; return it and its curve rows (step, train losses, val RGB MSE, seconds).
 
     ``lpips``: the profile's LPIPS, used only when ``cfg.loss_lpips > 0``; ``batch``: images
     per step (per generator, :meth:`config.Train.batch_for`). ``device``: this process's device
     (under torchrun the one :func:`clipbridge.distributed.init` returned).
+
+    The model's inputs are ``train_data["emb"]`` / ``val_data["emb"]``. Defaults train the
+    headline recipe; the encoder study (:mod:`clipbridge.bridge.study`) changes three things:
+    ``model``, another network with the bridge's interface (built and initialized by the caller;
+    default :func:`build_bridge`); ``next_batch(size)``, which returns a fresh global batch
+    (default: ``size`` random rows of ``train_data``); ``on_log(step, model, val_mse)``, called at
+    every curve row, which stops training by returning True.
 
     Under torchrun every rank draws the same global batch of ``batch`` rows and trains on its
     shard; the result equals a one-process run up to the order of float sums, and every rank
@@ -104,8 +118,10 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
     distributed.require_group()
     torch.manual_seed(cfg.seed)
     lat_train = target_latents(G, train_data, cfg.target)
-    bridge = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train, predict_ws,
-                          emb_sample=train_data["emb"][:1024]).to(device)
+    if model is None:
+        model = build_bridge(G, train_data["emb"].shape[1], cfg, lat_train, predict_ws,
+                             emb_sample=train_data["emb"][:1024])
+    bridge = model.to(device)
     lpips = lpips if cfg.loss_lpips > 0 else None
     opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)     # the same global batches on every rank
@@ -119,9 +135,12 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
     val_img = from_uint8(val_data["images"][val_rows]).to(device)
     running: dict[str, float] = {}
     for step in tqdm(range(1, cfg.steps + 1), desc=desc, unit="step", disable=not distributed.is_main()):
-        idx = torch.randint(n, (total,), generator=gen)[rows]
-        terms = step_loss(train_data["emb"][idx].to(device), from_uint8(train_data["images"][idx]).to(device),
-                          lat_train[idx].to(device))
+        if next_batch is None:
+            idx = torch.randint(n, (total,), generator=gen)[rows]
+            inputs, images, latents = train_data["emb"][idx], train_data["images"][idx], lat_train[idx]
+        else:
+            inputs, images, latents = (t[rows] for t in next_batch(total))
+        terms = step_loss(inputs.to(device), from_uint8(images).to(device), latents.to(device))
         opt.zero_grad(set_to_none=True)
         (terms["total"] * scale).backward()
         opt.step()
@@ -131,11 +150,13 @@ def train(G, train_data: dict, val_data: dict, cfg: config.Train, device: str, l
             k = step % cfg.log_every or cfg.log_every
             with torch.no_grad():
                 val = (G.synthesis(to_ws(G, bridge(val_emb), cfg.target), noise_mode="const") - val_img).pow(2).mean()
-            curve.append({"step": step, **{f"train_{key}": distributed.all_reduce_mean(v, len(idx)) / k
+            curve.append({"step": step, **{f"train_{key}": distributed.all_reduce_mean(v, len(inputs)) / k
                                            for key, v in running.items()},
                           "val_rgb": distributed.all_reduce_mean(val, len(val_emb)),
                           "seconds": round(time.perf_counter() - t0, 3)})
             running = {}
+            if on_log is not None and on_log(step, bridge, curve[-1]["val_rgb"]):
+                break
     return bridge.eval(), curve
 
 

@@ -33,3 +33,18 @@ def macro(name: str, value: str) -> str:
 def fmt(x: float | None, digits: int, scale: float = 1.0) -> str:
     """``x * scale`` with ``digits`` decimals; ``n/a`` for a missing value (None, NaN in JSON)."""
     return "n/a" if x is None else f"{x * scale:.{digits}f}"
+
+
+def interval(ci: dict, digits: int, scale: float = 1.0, unit: str = "") -> str:
+    """``{mean, lo, hi}`` -> ``1.23~dB [0.98, 1.51]``."""
+    u = f"~{unit}" if unit else ""
+    return f"{fmt(ci['mean'], digits, scale)}{u} [{fmt(ci['lo'], digits, scale)}, {fmt(ci['hi'], digits, scale)}]"
+
+
+def verdict(ci: dict, better: str, worse: str, higher_is_better: bool = True) -> str:
+    """A paired difference's reading: ``better`` / ``worse`` only where its 95% interval excludes 0."""
+    if ci.get("n", 0) == 0 or ci["mean"] is None:
+        return "not measurable (no faces to compare)"
+    if not ci["excludes_zero"]:
+        return "not distinguishable (the 95\\% interval includes 0)"
+    return better if (ci["mean"] > 0) == higher_is_better else worse

@@ -13,7 +13,7 @@ from clipbridge import config, paths, stats
 from clipbridge.io import finite, md5_of, read_csv, read_json, write_json, write_text
 from clipbridge.offline.captions import ATTRIBUTES
 from clipbridge.report.figures import method_label
-from clipbridge.report.latex import escape, fmt, macro, macro_name
+from clipbridge.report.latex import escape, fmt, interval, macro, macro_name, verdict
 from clipbridge.stages import run
 
 DIGITS = {"mse": 4, "psnr": 2, "ssim": 3, "lpips": 3, "ms_per_image": 2,
@@ -101,21 +101,6 @@ def photos_paragraph(g: str, ph: dict) -> str:
     return (f"On \\texttt{{{escape(g)}}}, PSNR averaged over the {len(ph['photos'])} photos: {listed}. "
             f"The report's training ({ph['report_steps']} steps, learning rate {sci(ph['report_lr'])}) moved "
             f"its RGB loss (MSE on $[-1,1]$) {moves}.\n")
-
-
-def interval(ci: dict, digits: int, scale: float = 1.0, unit: str = "") -> str:
-    """``{mean, lo, hi}`` -> ``1.23~dB [0.98, 1.51]``."""
-    u = f"~{unit}" if unit else ""
-    return f"{fmt(ci['mean'], digits, scale)}{u} [{fmt(ci['lo'], digits, scale)}, {fmt(ci['hi'], digits, scale)}]"
-
-
-def verdict(ci: dict, better: str, worse: str, higher_is_better: bool = True) -> str:
-    """A paired difference's reading: ``better`` / ``worse`` only where its 95% interval excludes 0."""
-    if ci.get("n", 0) == 0 or ci["mean"] is None:
-        return "not measurable (no faces to compare)"
-    if not ci["excludes_zero"]:
-        return "not distinguishable (the 95\\% interval includes 0)"
-    return better if (ci["mean"] > 0) == higher_is_better else worse
 
 
 def faces_phrase(ev: dict) -> str:
