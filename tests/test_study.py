@@ -100,3 +100,11 @@ def test_span_reranks_rows_and_the_difference_of_spans_is_paired():
     assert s1["lo"] == pytest.approx(3.0) and s2["mean"] == pytest.approx(0.2)
     d = span_difference(s1, s2)
     assert d["mean"] == pytest.approx(2.8) and d["excludes_zero"]
+
+
+def test_a_recipe_with_an_lpips_term_needs_the_network(tiny_dcgan):
+    import dataclasses
+
+    recipe = dataclasses.replace(config.Train(), loss_lpips=1.0)
+    with pytest.raises(BadValueError, match="loss_lpips"):
+        study.train_run(tiny_dcgan, None, {}, {}, recipe, config.Encoders(), "cpu", 4, lambda s, m: None, "x")

@@ -121,13 +121,17 @@ class FreshFaces:
 
 def train_run(G, model, train_data: dict, val_data: dict, recipe: config.Train, cfg: config.Encoders, device,
               batch: int, score: Callable[[int, torch.nn.Module], None], desc: str,
-              next_batch: Callable[[int], Batch] | None = None) -> tuple[torch.nn.Module, list[dict], dict]:
+              next_batch: Callable[[int], Batch] | None = None, lpips=None) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train ``model`` (None: a bridge built by the recipe) until the curve plateaus; return the
-    model of the best validation MSE, the curve and the :class:`Monitor` summary."""
+    model of the best validation MSE, the curve and the :class:`Monitor` summary. ``lpips``: the
+    profile's LPIPS, needed when the recipe has an LPIPS term (a missing one is an error, not a
+    silently dropped loss)."""
     check_schedule(cfg)
+    if recipe.loss_lpips > 0 and lpips is None:
+        raise BadValueError(f"encoder study: train.loss_lpips is {recipe.loss_lpips} but no LPIPS network was given")
     run_cfg = dataclasses.replace(recipe, steps=cfg.max_steps, log_every=cfg.eval_every)
     monitor = Monitor(cfg, score)
-    model, curve = train(G, train_data, val_data, run_cfg, device, None, batch, None, desc,
+    model, curve = train(G, train_data, val_data, run_cfg, device, lpips, batch, None, desc,
                          model=model, next_batch=next_batch, on_log=monitor)
     model.load_state_dict(monitor.best_state)
     return model.eval(), curve, monitor.summary()
