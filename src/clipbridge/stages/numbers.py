@@ -207,8 +207,8 @@ def findings(p: config.Params, evs: dict[str, dict], ablation_rows: list[dict], 
         supported = sum(v["verdict"] == "supported" for v in edits.values())
         note = f" (a student {fmt(distill['psnr'], 2)}~dB from its teacher)" if gen == "sg2-64" else ""
         held.append(f"{supported} of {len(edits)} on \\texttt{{{escape(gen)}}}{note}")
-    parts.append("(2) Of the report's layer-group claims, judged per face and under both normalizations, "
-                 "the supported ones number " + " and ".join(held) + ".")
+    parts.append("(2) The report's layer-group claims, judged per face and under both normalizations, "
+                 "are supported for " + " and ".join(held) + ".")
     return " ".join(parts)
 
 
