@@ -1,0 +1,307 @@
+"""Stage ``encoders``: the encoder study aggregated: is the bridge the limit, or its encoder?
+
+Per generator of ``encoders.generators`` and *row* (each encoder of ``encoders.encoders``, the
+learned encoder, the fresh-face rows), from the ``study`` runs:
+
+- PSNR / SSIM / perceptual metric / identity of the kept model (lowest validation MSE) on every
+  test face, mean +- std over the row's non-stalled seeds (a seed *stalled* when its last
+  validation MSE is not below its first: reported apart, as in the ablations), and PSNR at the
+  ``encoders.score_at`` steps;
+- where the runs stopped (the plateau rule of :mod:`clipbridge.bridge.study`);
+- the gap closed between ``evaluate``'s strongest floor and its ceiling, on the same optimization
+  faces, with a bootstrap interval over them;
+- per embedding encoder, no training: the ridge probe R^2 of the latent from the embedding and
+  the nearest-neighbour retrieval (the latent of the training face nearest by cosine).
+
+The question's statistic: how far each axis moves PSNR at the ablations' step budget. The span
+of an axis is its best row's mean PSNR minus its worst's, over the same test faces, with a
+bootstrap interval over the faces (the rows re-ranked in every resample). The encoder axis (every
+fixed-data row of the study) is set against the bridge axis (the depth and width ablation cells
+and the headline recipe, non-stalled seeds); the difference of the two spans gets the same
+interval. Each axis's headroom over the report's setup (its best other row minus the headline
+encoder, or minus the report's recipe) is computed the same way, the best re-chosen in every
+resample. Paired differences answer the rest: learned encoder against the headline encoder,
+fresh faces against fixed ones, each bridge against its nearest neighbour.
+
+Outputs (committed): ``results/encoders/table.csv`` (one row per generator and row),
+``results/encoders/metrics.json`` (compact; the ``numbers`` stage copies it into the DVC metric
+``results/headline.json``), ``results/encoders/comparisons.json`` (spans, paired differences, the
+check that the study's headline-encoder run reproduces the headline and ablation bridges),
+``results/figures/encoders/encoder_study_<generator>.pdf`` and ``paper/generated/encoders.tex``
+(the table, the settings and the generated text: :mod:`clipbridge.report.encoders`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from clipbridge import config, paths, registry, stats
+from clipbridge.bridge.evaluate import Scorer, face_values, synthesize
+from clipbridge.bridge.study import FRESH_PREFIX, LEARNED, nearest_latents, probe_r2, seed_spread
+from clipbridge.bridge.train import target_latents
+from clipbridge.io import finite, from_uint8, read_csv, read_json, write_csv, write_json, write_text
+from clipbridge.models.bridge import to_ws
+from clipbridge.models.encoders import ENCODERS
+from clipbridge.report.encoders import abstract_text, encoder_study, finding_text, present, tex
+from clipbridge.report.figures import setup_style
+from clipbridge.stages import load_split, profile_metric, run
+from clipbridge.stages.ablate import result_file
+from clipbridge.stages.ablations import cell_rows, stalled
+from clipbridge.stages.dataset import SPLITS
+from clipbridge.stages.evaluate import out_dir
+from clipbridge.stages.models import load_provenance
+
+OUT = paths.STUDY
+FIGURE_DIR = paths.FIGURES / "encoders"
+SHOWN = ("psnr", "ssim", "lpips", "identity")
+BRIDGE_AXES = ("depth", "width")      # ablation axes that change the bridge itself
+
+
+def rows_of(cfg: config.Encoders) -> list[str]:
+    return list(cfg.encoders) + [LEARNED] + [FRESH_PREFIX + r for r in cfg.fresh]
+
+
+def seeds_of(cfg: config.Encoders, row: str) -> list[int]:
+    return cfg.fresh_seeds if row.startswith(FRESH_PREFIX) else cfg.seeds
+
+
+def label_of(row: str) -> str:
+    fresh = row.startswith(FRESH_PREFIX)
+    base = row[len(FRESH_PREFIX):] if fresh else row
+    name = "learned encoder (CNN, end to end)" if base == LEARNED else ENCODERS[base].label
+    return f"{name}, fresh faces" if fresh else name
+
+
+def nanmean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def face_matrix(rows: list[dict], key: str, n: int) -> np.ndarray:
+    """``[n]`` per-face ``key`` of one run's scores, in test-split order."""
+    out = np.full(n, np.nan)
+    for r in rows:
+        out[int(r["index"])] = r.get(key, math.nan)
+    return out
+
+
+def summarize_row(p: config.Params, generator: str, row: str, n_test: int) -> dict:
+    """One study row over its seeds (stalled seeds apart)."""
+    runs = []
+    for s in seeds_of(p.encoders, row):
+        d = paths.study_results(generator, row, s)
+        runs.append({"seed": s, "scores": read_csv(d / "scores.csv"), "at": read_csv(d / "scores_at.csv"),
+                     "run": read_json(d / "run.json"), "stalled": stalled(read_csv(d / "curve.csv"))})
+    kept = [r for r in runs if not r["stalled"]] or runs
+    out = {"generator": generator, "row": row, "label": label_of(row), "n_seeds": len(kept),
+           "n_stalled": sum(r["stalled"] for r in runs),
+           "stalled_psnr": " ".join(f"{nanmean([x['psnr'] for x in r['scores']]):.2f}" for r in runs if r["stalled"]),
+           "best_step": float(np.mean([r["run"]["best_step"] for r in kept])),
+           "steps_run": max(r["run"]["steps_run"] for r in kept),
+           "plateaued": all(r["run"]["plateaued"] for r in kept), "lr": kept[0]["run"]["lr"],
+           "faces_seen": max(r["run"]["faces_seen"] for r in kept), "parameters": kept[0]["run"]["parameters"]}
+    for k in SHOWN:
+        spread = seed_spread([nanmean([x.get(k, math.nan) for x in r["scores"]]) for r in kept])
+        out[k], out[f"{k}_std"] = spread["mean"], spread["std"]
+    out["face_psnr_by_seed"] = {r["seed"]: face_matrix(r["scores"], "psnr", n_test) for r in kept}
+    out["face_psnr"] = np.nanmean(list(out["face_psnr_by_seed"].values()), axis=0)
+    for step in p.encoders.score_at:
+        faces = [face_matrix([x for x in r["at"] if int(x["step"]) == step], "psnr", n_test) for r in kept
+                 if any(int(x["step"]) == step for x in r["at"])]
+        out[f"psnr_at_{step}"] = float(np.nanmean(faces)) if faces else math.nan
+        out[f"face_psnr_at_{step}"] = np.nanmean(faces, axis=0) if faces else None
+    out["per_seed"] = kept
+    return out
+
+
+@torch.no_grad()
+def retrieval_and_probe(p: config.Params, G, generator: str, encoder: str, data: dict, scorer: Scorer) -> dict:
+    """Ridge probe R^2 and nearest-neighbour reconstruction of one embedding encoder."""
+    emb = torch.load(paths.embedding_file(generator, encoder), map_location="cpu", weights_only=True)
+    lat = {s: target_latents(G, data[s], p.train.target) for s in SPLITS}
+    probe = probe_r2({s: emb[s] for s in SPLITS}, {s: lat[s].reshape(len(lat[s]), -1) for s in SPLITS},
+                     p.encoders.probe_alpha)
+    nn = nearest_latents(emb["train"], emb["test"], lat["train"]).to(p.device)
+    rows = scorer(synthesize(G, to_ws(G, nn, p.train.target), p.evaluate.batch))
+    return {"probe_r2": probe["r2"], "probe_alpha": probe["alpha"], "nn_psnr": nanmean([r["psnr"] for r in rows]),
+            "nn_face_psnr": face_matrix(rows, "psnr", len(rows))}
+
+
+def public(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k != "boot"}
+
+
+def headroom(faces: dict[str, np.ndarray], reference: str, weights: np.ndarray) -> dict:
+    """What an axis could add over its ``reference`` row: the best other row's mean minus the
+    reference's over the same units (``{row: [F]}``), the best re-chosen in every resample
+    (``weights [B, F]``), so that the interval pays for choosing it on these faces."""
+    names = [k for k in faces if k != reference]
+    diff = np.stack([faces[k] - faces[reference] for k in names])           # [R, F]
+    means = diff.mean(1)
+    h = {"mean": float(means.max()), "best": names[int(means.argmax())], "reference": reference,
+         "n_faces": int(diff.shape[1]), "boot": (weights @ diff.T).max(1) / diff.shape[1]}
+    # its interval: the difference from an axis that adds exactly nothing
+    nothing = {"mean": 0.0, "n_faces": h["n_faces"], "boot": np.zeros_like(h["boot"])}
+    return {**h, **{k: v for k, v in stats.span_difference(h, nothing).items() if k != "mean"}}
+
+
+def axis_spans(p: config.Params, generator: str, rows: dict[str, dict], step: int | None, head: str) -> dict:
+    """Encoder axis against bridge axis, on the test faces: at ``step`` (both axes trained that
+    long; None = the study's kept models, the bridge axis at the ablations' steps). Each axis's
+    span (best row minus worst) and headroom over the report's setup (best row minus ``head`` on
+    the encoder axis, minus the report's recipe on the bridge axis), and their differences."""
+    key = "face_psnr" if step is None else f"face_psnr_at_{step}"
+    enc = {r: rows[r][key] for r in rows if not r.startswith(FRESH_PREFIX) and rows[r][key] is not None}
+    cells = [c for c in cell_rows(p) if c["generator"] == generator
+             and (c["cell"].split("-")[0] in BRIDGE_AXES or all(v is None for k, v in vars(p.ablate.cells[c["cell"]]).items()
+                                                              if k != "generator"))]
+    bridge = {c["cell"]: c["face_psnr"] for c in cells}
+    if len(enc) < 2 or len(bridge) < 2:
+        return {}
+    w = stats.cluster_weights(len(next(iter(enc.values()))), p.evaluate.bootstrap,
+                              np.random.default_rng([p.evaluate.seed, 23, step or 0]))
+    a, b = stats.span(enc, w), stats.span(bridge, w)
+    out = {"step": step, "bridge_steps": p.ablate.steps, "encoder_axis": public(a), "bridge_axis": public(b),
+           "difference": stats.span_difference(a, b)}
+    report = [c for c in bridge if c.split("-")[0] not in BRIDGE_AXES]
+    if head in enc and len(report) == 1:
+        ha, hb = headroom(enc, head, w), headroom(bridge, report[0], w)
+        out.update(encoder_headroom=public(ha), bridge_headroom=public(hb),
+                   headroom_difference=stats.span_difference(ha, hb))
+    return out
+
+
+def evaluate_faces(generator: str) -> dict:
+    """``evaluate``'s strongest floor and ceiling on its optimization faces: per-face PSNR and names."""
+    ev = read_json(out_dir(generator) / "metrics.json")
+    rows = [{**r, "index": int(r["index"])} for r in read_csv(out_dir(generator) / "per_image.csv")]
+    floor, ceiling, n = ev["comparison"]["floor"], ev["comparison"]["ceiling"], ev["n_opt"]
+    return {"floor": floor, "ceiling": ceiling, "n_opt": n, "rows": rows, "n_test": ev["n_test"],
+            "floor_psnr": face_values(rows, floor, "psnr", n), "ceiling_psnr": face_values(rows, ceiling, "psnr", n)}
+
+
+def paired(p: config.Params, a: np.ndarray, b: np.ndarray, salt: int) -> dict:
+    return stats.paired_difference(a, b, p.evaluate.bootstrap, np.random.default_rng([p.evaluate.seed, 23, salt]))
+
+
+def reproduces(p: config.Params, generator: str, row: dict, ev: dict) -> dict:
+    """Largest per-face PSNR difference between the study's run at ``train.steps`` / ``ablate.steps``
+    and the headline / ablation bridge of the same seed: 0 when the study's runs are the same runs."""
+    out = {}
+    ref_cell = next((c for c, v in p.ablate.cells.items() if v.generator == generator
+                     and all(x is None for k, x in vars(v).items() if k != "generator")), None)
+    for what, step in (("headline", p.train.steps), ("ablation", p.ablate.steps)):
+        if step not in p.encoders.score_at:
+            continue
+        diffs = []
+        for r in row["per_seed"]:
+            mine = face_matrix([x for x in r["at"] if int(x["step"]) == step], "psnr", len(row["face_psnr"]))
+            if not np.isfinite(mine).any():   # the run stopped before ``step``
+                continue
+            if what == "headline" and r["seed"] in p.train.seeds:
+                theirs = face_matrix([x for x in ev["rows"] if x["method"] == "bridge" and x["seed"] == r["seed"]],
+                                     "psnr", len(mine))
+            elif what == "ablation" and ref_cell and r["seed"] in p.ablate.seeds:
+                theirs = face_matrix(read_csv(result_file(ref_cell, r["seed"])), "psnr", len(mine))
+            else:
+                continue
+            ok = np.isfinite(mine) & np.isfinite(theirs)
+            diffs.append(float(np.abs(mine[ok] - theirs[ok]).max()) if ok.any() else math.nan)
+        if diffs:
+            out[what] = {"steps": step, "max_abs_psnr_difference": max(diffs), "n_seeds": len(diffs)}
+    return out
+
+
+def fresh_vs_fixed(p: config.Params, fresh: dict, fixed: dict, salt: int) -> dict:
+    """Fresh faces minus the fixed ones, per face, over the seeds both rows ran (kept seeds)."""
+    seeds = sorted(set(fresh["face_psnr_by_seed"]) & set(fixed["face_psnr_by_seed"]))
+    if not seeds:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "excludes_zero": False, "seeds": []}
+    a, b = (np.nanmean([row["face_psnr_by_seed"][s] for s in seeds], axis=0) for row in (fresh, fixed))
+    return {**paired(p, a, b, salt), "seeds": seeds}
+
+
+def comparisons(p: config.Params, generator: str, rows: dict[str, dict], ev: dict) -> dict:
+    head = p.active.encoder if p.active.encoder in rows else p.encoders.encoders[0]
+    out = {"headline_row": head, "spans": {"kept": axis_spans(p, generator, rows, None, head)}}
+    for step in p.encoders.score_at:
+        if step == p.ablate.steps:
+            out["spans"][f"at_{step}"] = axis_spans(p, generator, rows, step, head)
+    out["vs_headline"] = {r: paired(p, rows[r]["face_psnr"], rows[head]["face_psnr"], i)
+                          for i, r in enumerate(rows) if r != head}
+    out["fresh_vs_fixed"] = {r: fresh_vs_fixed(p, rows[r], rows[r[len(FRESH_PREFIX):]], 100 + i)
+                             for i, r in enumerate(rows) if r.startswith(FRESH_PREFIX)}
+    out["vs_nearest_neighbour"] = {r: paired(p, rows[r]["face_psnr"], rows[r]["nn_face_psnr"], 200 + i)
+                                   for i, r in enumerate(rows) if rows[r].get("nn_face_psnr") is not None}
+    out["reproduces"] = reproduces(p, generator, rows[head], ev)
+    return out
+
+
+def table_row(p: config.Params, row: dict, ev: dict, salt: int) -> dict:
+    n = ev["n_opt"]
+    gap = stats.gap_closed(row["face_psnr"][:n], ev["floor_psnr"], ev["ceiling_psnr"], p.evaluate.bootstrap,
+                           np.random.default_rng([p.evaluate.seed, 23, 300 + salt]))
+    keep = ("generator", "row", "label", "n_seeds", "n_stalled", "stalled_psnr", "best_step", "steps_run", "plateaued",
+            "lr", "faces_seen", *SHOWN, *(f"{k}_std" for k in SHOWN),
+            *(f"psnr_at_{s}" for s in p.encoders.score_at), "probe_r2", "probe_alpha", "nn_psnr")
+    out = {k: row.get(k, math.nan) for k in keep}
+    out.update(gap_closed=gap["mean"], gap_lo=gap["lo"], gap_hi=gap["hi"], gap_faces=gap["n"],
+               floor=ev["floor"], ceiling=ev["ceiling"],
+               identity_same_network=row["row"].removeprefix(FRESH_PREFIX) == "dlib-face")
+    return out
+
+
+def compact(table: list[dict], comps: dict) -> dict:
+    """The DVC metric: a handful of numbers per generator and row."""
+    out = {}
+    for r in table:
+        out.setdefault(r["generator"], {})[r["row"]] = {
+            "psnr": r["psnr"], "gap_closed": r["gap_closed"], "probe_r2": present(r["probe_r2"]),
+            "nn_psnr": present(r["nn_psnr"]), "best_step": r["best_step"]}
+    for g, c in comps.items():
+        kept = c["spans"].get("kept") or {}
+        if kept:
+            out[g]["span_db"] = {"encoder": kept["encoder_axis"]["mean"], "bridge": kept["bridge_axis"]["mean"]}
+    return out
+
+
+def figure(p: config.Params, generator: str, table: list[dict], ev: dict) -> None:
+    curves = {r["row"]: read_csv(paths.study_results(generator, r["row"], seeds_of(p.encoders, r["row"])[0]) / "curve.csv")
+              for r in table}
+    floor = (ev["floor"], read_json(out_dir(generator) / "metrics.json")["methods"][ev["floor"]]["psnr"])
+    stand_in = load_provenance(p)["generators"].get(generator, {}).get("stand_in", True)
+    encoder_study(table, curves, floor, FIGURE_DIR / f"encoder_study_{generator}.pdf",
+                  f"encoder study, {generator} generator{' (stand-in)' if stand_in else ''}, "
+                  f"{ev['n_test']} test faces, kept models")
+
+
+def main(p: config.Params) -> None:
+    setup_style()
+    cfg, table, comps, texts = p.encoders, [], {}, {}
+    metric = profile_metric(p)
+    for generator in cfg.generators:
+        G = registry.load_generator(paths.generator_file(generator)).to(p.device)
+        data = {s: load_split(generator, s) for s in SPLITS}
+        targets = from_uint8(data["test"]["images"]).to(p.device)
+        scorer = Scorer(targets, metric, p.evaluate.batch, attributes=False)
+        ev = evaluate_faces(generator)
+        rows = {r: summarize_row(p, generator, r, len(targets)) for r in rows_of(cfg)}
+        for enc in cfg.encoders:
+            rows[enc].update(retrieval_and_probe(p, G, generator, enc, data, scorer))
+        comps[generator] = comparisons(p, generator, rows, ev)
+        texts[generator] = (finding_text(p, generator, rows, comps[generator]), abstract_text(p, comps[generator]))
+        mine = [table_row(p, rows[r], ev, i) for i, r in enumerate(rows)]
+        figure(p, generator, mine, ev)
+        table += mine
+    write_csv(OUT / "table.csv", [finite(r) for r in table])
+    write_json(OUT / "comparisons.json", finite(comps))
+    write_json(OUT / "metrics.json", finite(compact(table, comps), digits=6))
+    write_text(paths.GENERATED / "encoders.tex", tex(p, table, texts))
+
+
+if __name__ == "__main__":
+    run(main)
