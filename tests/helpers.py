@@ -77,9 +77,9 @@ BODY_INPUT = re.compile(r"\\input\{(generated/[^}]+)\}")
 
 
 def paper_body(root: Path) -> str:
-    """paper/main.tex with the generated files its body inputs (the figure floats that name
-    generators) appended: the text whose macros and figures must exist. The preamble's inputs
-    define macros and are not included."""
+    """paper/main.tex with the generated files its body inputs (tables, and the figure floats
+    that name generators) appended: the text whose macros and figures must exist. The preamble's
+    inputs define macros and are not included."""
     tex = (Path(root) / "paper/main.tex").read_text()
     body = tex.split("\\begin{document}", 1)[1]
     return tex + "".join((Path(root) / "paper" / name).read_text() for name in BODY_INPUT.findall(body))
