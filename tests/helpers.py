@@ -43,9 +43,12 @@ def dcgan_faces(n: int, seed: int = 0) -> torch.Tensor:
         return G(z)
 
 
+LATEX_CAPITALIZED = {"Delta"}   # LaTeX's own capitalized commands that generated tables use
+
+
 def used_macros(tex: str) -> set[str]:
     """Capitalized control words: our generated macros (LaTeX's own commands are lower case)."""
-    return set(MACRO_USE.findall(tex))
+    return set(MACRO_USE.findall(tex)) - LATEX_CAPITALIZED
 
 
 def defined_macros(generated_dir: Path) -> set[str]:
@@ -68,6 +71,18 @@ def figure_path(root: Path, name: str, tex: str | None = None) -> Path | None:
 
 def graphics(tex: str) -> list[str]:
     return GRAPHICS.findall(tex)
+
+
+BODY_INPUT = re.compile(r"\\input\{(generated/[^}]+)\}")
+
+
+def paper_body(root: Path) -> str:
+    """paper/main.tex with the generated files its body inputs (tables, and the figure floats
+    that name generators) appended: the text whose macros and figures must exist. The preamble's
+    inputs define macros and are not included."""
+    tex = (Path(root) / "paper/main.tex").read_text()
+    body = tex.split("\\begin{document}", 1)[1]
+    return tex + "".join((Path(root) / "paper" / name).read_text() for name in BODY_INPUT.findall(body))
 
 
 def merge_params(base: dict, over: dict) -> dict:

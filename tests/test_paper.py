@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import defined_macros, figure_path, graphics, typed_digits, used_macros
+from helpers import defined_macros, figure_path, graphics, paper_body, typed_digits, used_macros
 
 
 def lock_entries(root: Path):
@@ -19,7 +19,7 @@ def lock_entries(root: Path):
 
 def test_committed_paper_is_complete(repo_root):
     root = Path(repo_root)
-    tex = (root / "paper/main.tex").read_text()
+    tex = paper_body(root)
     missing = used_macros(tex) - defined_macros(root / "paper/generated")
     assert not missing, f"undefined macros: {sorted(missing)}"
     for name in graphics(tex):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import defined_macros, figure_path, graphics, used_macros
+from helpers import defined_macros, figure_path, graphics, paper_body, used_macros
 from helpers import dvc as _dvc
 
 
@@ -91,7 +91,7 @@ def test_curve_and_figures_written(smoke):
 
 def test_every_paper_macro_and_figure_is_generated(smoke):
     root, _ = smoke
-    tex = (root / "paper/main.tex").read_text()
+    tex = paper_body(root)
     missing = used_macros(tex) - defined_macros(root / "paper/generated")
     assert not missing, f"macros used by the paper but not generated: {sorted(missing)}"
     for name in graphics(tex):

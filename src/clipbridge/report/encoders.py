@@ -14,7 +14,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from clipbridge import config, stats
 from clipbridge.bridge.study import FRESH_PREFIX, LEARNED
-from clipbridge.models.encoders import PIXELS_SIZE
+from clipbridge.models.encoders import PIXELS_SIZE, encoder_spec
 from clipbridge.report.figures import PALETTE, save
 from clipbridge.report.latex import escape, fmt, interval, macro, verdict
 
@@ -182,6 +182,25 @@ def abstract_text(p: config.Params, c: dict) -> str:
     return "; ".join(parts)
 
 
+# How the paper's method paragraph names each encoder row: what it is, not what it knows (the
+# table's probe R^2 and PSNR say that). A row without a phrase here is named by its table label.
+PHRASES = {
+    "clip-offline": "the offline CLIP (the headline)",
+    "clip-offline-random": "the offline CLIP's own architecture at random initialization (the architecture "
+                           "without its training)",
+    "rn50-random": "an open\\_clip RN50 at random initialization (another architecture, untrained)",
+    "dlib-face": "dlib's pretrained face descriptor",
+    "pixels-16": f"the image itself shrunk to {PIXELS_SIZE}$\\times${PIXELS_SIZE} pixels (layout and colour, "
+                 "nothing learned)",
+}
+
+
+def encoders_text(names: list[str]) -> str:
+    """The encoder rows of ``encoders.encoders`` in the paper's words, in params order, joined by
+    semicolons (a sentence fragment for the method paragraph)."""
+    return "; ".join(PHRASES.get(n) or escape(encoder_spec(n).label) for n in names)
+
+
 def tex(p: config.Params, table: list[dict], texts: dict[str, tuple[str, str]]) -> str:
     """``paper/generated/encoders.tex``: the table, the section's settings and its generated text."""
     cfg, g = p.encoders, p.encoders.generators[0]
@@ -194,7 +213,7 @@ def tex(p: config.Params, table: list[dict], texts: dict[str, tuple[str, str]]) 
            macro("StudyMaxSteps", f"{cfg.max_steps:,}"),
            macro("StudyPlateauWindow", f"{cfg.plateau_window * 100:g}\\%"),
            macro("StudyPlateauTol", f"{cfg.plateau_tol * 100:g}\\%"),
-           macro("StudyPixelsSide", str(PIXELS_SIZE)),
+           macro("StudyEncodersText", encoders_text(cfg.encoders)),
            macro("StudyFindingText", texts[g][0]),
            macro("StudyAbstractText", texts[g][1])]
     return "".join(out)
