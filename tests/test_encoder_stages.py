@@ -42,13 +42,15 @@ def test_generated_answer_reads_only_what_the_intervals_support():
     from clipbridge.report.encoders import abstract_text
 
     p = params()
-    span = {"encoder_axis": ci(3.0, 2.0, 4.0), "bridge_axis": ci(0.5, 0.2, 0.9)}
+    span = {"encoder_axis": {**ci(3.0, 2.0, 4.0), "n_faces": 8}, "bridge_axis": {**ci(0.5, 0.2, 0.9), "n_faces": 8}}
     comps = {"headline_row": "clip-offline",
              "spans": {f"at_{p.ablate.steps}": {**span, "difference": ci(2.5, 1.4, 3.5)}},
              "vs_headline": {"learned": ci(0.3, -0.2, 0.8)},
              "fresh_vs_fixed": {"fresh-learned": {**ci(1.0, 0.5, 1.5), "seeds": [0]}}}
     text = abstract_text(p, comps)
     assert "the encoder is the larger lever" in text
+    assert "intervals over the 8 test faces" in text             # the sample is named
+    assert "minus the CLIP bridge" in text                        # the headline row, by its kind
     assert "not distinguishable" in text                          # the learned encoder's interval covers 0
     assert "CNN 1.0~dB [0.5, 1.5]" in text
     comps["spans"][f"at_{p.ablate.steps}"]["difference"] = ci(-0.1, -0.6, 0.4)

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from clipbridge import config, stats
+from clipbridge import config, registry, stats
 from clipbridge.bridge.study import FRESH_PREFIX, LEARNED
 from clipbridge.models.encoders import PIXELS_SIZE, encoder_spec
 from clipbridge.report.figures import PALETTE, save
@@ -153,6 +153,11 @@ def finding_text(p: config.Params, g: str, rows: dict[str, dict], c: dict) -> st
     return " ".join(parts)
 
 
+def short_name(encoder: str) -> str:
+    """``CLIP`` for a CLIP of the registry, else the encoder's table label (the abstract's word)."""
+    return "CLIP" if encoder in registry.ENCODERS else escape(encoder_spec(encoder).label)
+
+
 def abstract_text(p: config.Params, c: dict) -> str:
     """The abstract's answer, in numbers: the two axes' spans at the ablations' budget, which is the
     larger lever (only where the interval of their difference excludes 0), what each axis adds over
@@ -163,21 +168,22 @@ def abstract_text(p: config.Params, c: dict) -> str:
         d = at["difference"]
         parts.append(f"at {p.ablate.steps} training steps, swapping the encoder moves PSNR by "
                      f"{interval(at['encoder_axis'], 1, unit='dB')} and the bridge's depth and width by "
-                     f"{interval(at['bridge_axis'], 1, unit='dB')} ({stats.CI_PERCENT}\\% intervals over the test "
-                     f"faces; difference {interval(d, 1, unit='dB')}: "
+                     f"{interval(at['bridge_axis'], 1, unit='dB')} ({stats.CI_PERCENT}\\% intervals over the "
+                     f"{at['encoder_axis']['n_faces']} test faces; difference {interval(d, 1, unit='dB')}: "
                      f"{verdict(d, 'the encoder is the larger lever', 'the bridge is the larger lever')})")
         if "headroom_difference" in at:
             parts.append(f"over the report's own setup, the best other encoder adds "
                          f"{interval(at['encoder_headroom'], 1, unit='dB')} and the best other bridge "
                          f"{interval(at['bridge_headroom'], 1, unit='dB')}")
+    head = f"{short_name(c['headline_row'])} bridge"
     if LEARNED in c["vs_headline"]:
         d = c["vs_headline"][LEARNED]
-        parts.append(f"a CNN trained end to end from the image minus the CLIP bridge, per face: "
+        parts.append(f"a CNN trained end to end from the image minus the {head}, per face: "
                      f"{interval(d, 1, unit='dB')} ({verdict(d, 'better', 'worse')})")
     fresh = [(k.removeprefix(FRESH_PREFIX), d) for k, d in c["fresh_vs_fixed"].items()]
     if fresh:
         parts.append("fresh faces at every step instead of the fixed ones: " + ", ".join(
-            f"{'CNN' if k == LEARNED else 'CLIP bridge' if k == c['headline_row'] else escape(k)} "
+            f"{'CNN' if k == LEARNED else head if k == c['headline_row'] else escape(k)} "
             f"{interval(d, 1, unit='dB')}" for k, d in fresh))
     return "; ".join(parts)
 
