@@ -18,6 +18,19 @@ from clipbridge.models.encoders import PIXELS_SIZE, encoder_spec
 from clipbridge.report.figures import PALETTE, save
 from clipbridge.report.latex import escape, fmt, interval, macro, verdict
 
+# The registry's label of rn50-random names its role elsewhere (the pretrained profile's stand-in
+# for OpenAI's weights); in the study it is a row of its own.
+STUDY_LABELS = {"rn50-random": "RN50 CLIP, random init"}
+
+
+def label_of(row: str) -> str:
+    """A study row's name in the table, figure and text."""
+    fresh = row.startswith(FRESH_PREFIX)
+    base = row.removeprefix(FRESH_PREFIX)
+    name = "learned encoder (CNN, end to end)" if base == LEARNED else STUDY_LABELS.get(base) or encoder_spec(base).label
+    return f"{name}, fresh faces" if fresh else name
+
+
 def _finite(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
@@ -44,7 +57,7 @@ def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple
                    PALETTE[(len(points) + j) % len(PALETTE)], label=name)
     ax.set_xlabel("ridge probe $R^2$ (embedding $\\to$ latent, test faces)")
     ax.set_ylabel("PSNR (dB), test faces")
-    ax.legend(frameon=False, fontsize=5.5, loc="best")
+    ax.legend(frameon=False, fontsize=5.5, loc="lower right")
     for i, (row, curve) in enumerate(curves.items()):
         steps = [c["step"] for c in curve]
         vals = [c["val_rgb"] for c in curve]
@@ -56,7 +69,7 @@ def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple
     bx.xaxis.set_minor_formatter(NullFormatter())
     bx.set_xlabel("step")
     bx.set_ylabel("validation MSE on [-1, 1]")
-    bx.legend(frameon=False, fontsize=5.5)
+    bx.legend(frameon=False, fontsize=5.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     save(fig, out)
@@ -98,33 +111,35 @@ def _label(rows: dict, name: str) -> str:
 
 
 def finding_text(p: config.Params, g: str, rows: dict[str, dict], c: dict) -> str:
-    """The section's answer, from the numbers: how far the encoder axis and the bridge axis move
-    PSNR, what the learned encoder, fresh faces and retrieval add."""
+    """The section's answer, from the numbers: what a better encoder and a better bridge add over
+    the report's setup, how far each axis moves PSNR, what the learned encoder, fresh faces and
+    retrieval add. Every interval is over the test faces, widened by the seeds' spread."""
     head, parts = c["headline_row"], []
     at = c["spans"].get(f"at_{p.ablate.steps}") or {}
     if at:
         e, b, d = at["encoder_axis"], at["bridge_axis"], at["difference"]
-        parts.append(
-            f"At the ablations' budget of {p.ablate.steps} steps, on the {e['n_faces']} test faces of "
-            f"\\texttt{{{escape(g)}}} (per-face PSNR averaged over each row's non-stalled seeds), swapping the encoder "
-            f"under the report's bridge moves PSNR by {interval(e, 2, unit='dB')} (from {_label(rows, e['worst'])} to "
-            f"{_label(rows, e['best'])}), while the bridge's depth and width move it by {interval(b, 2, unit='dB')} "
-            f"({len(b['rows'])} cells, from {escape(b['worst'])} to {escape(b['best'])}); encoder axis minus bridge "
-            f"axis: {interval(d, 2, unit='dB')}, "
-            f"{verdict(d, 'so the encoder moves PSNR more than the bridge does', 'so the bridge moves PSNR more than the encoder does')}.")
+        parts.append(f"At the ablations' budget of {p.ablate.steps} steps, on the {e['n_faces']} test faces of "
+                     f"\\texttt{{{escape(g)}}} (per-face PSNR averaged over each row's non-stalled seeds; "
+                     f"{stats.CI_PERCENT}\\% intervals over the faces, widened by the spread over seeds):")
         if "headroom_difference" in at:
             he, hb, hd = at["encoder_headroom"], at["bridge_headroom"], at["headroom_difference"]
             parts.append(
-                f"Over the report's own setup at that budget (the best row re-chosen in every resample), the best "
-                f"other encoder adds {interval(he, 2, unit='dB')} ({_label(rows, he['best'])}) and the best other "
-                f"bridge {interval(hb, 2, unit='dB')} ({escape(hb['best'])}); difference "
-                f"{interval(hd, 2, unit='dB')}, "
+                f"over the report's own setup (the best row re-chosen in every resample), the best other encoder adds "
+                f"{interval(he, 2, unit='dB')} ({_label(rows, he['best'])}) and the best other depth or width of the "
+                f"bridge {interval(hb, 2, unit='dB')} ({escape(hb['best'])}); difference {interval(hd, 2, unit='dB')}, "
                 f"{verdict(hd, 'so a better encoder has more to give than a better bridge', 'so a better bridge has more to give than a better encoder')}.")
+        parts.append(
+            f"{'Across' if 'headroom_difference' in at else 'across'} all rows, worse ones included, swapping the "
+            f"encoder under the report's bridge moves PSNR by {interval(e, 2, unit='dB')} (from {_label(rows, e['worst'])} "
+            f"to {_label(rows, e['best'])}) and the bridge's depth and width move it by {interval(b, 2, unit='dB')} "
+            f"({len(b['rows'])} cells, from {escape(b['worst'])} to {escape(b['best'])}); encoder axis minus bridge "
+            f"axis: {interval(d, 2, unit='dB')}, "
+            f"{verdict(d, 'so the encoder moves PSNR further than the bridge does', 'so the bridge moves PSNR further than the encoder does')}.")
     kept = c["spans"].get("kept") or {}
     steps = [r["best_step"] for r in rows.values()]
     if kept:
         parts.append(
-            f"Trained until validation MSE stops improving (kept steps {min(steps):.0f}--{max(steps):.0f}; "
+            f"\n\nTrained until validation MSE stops improving (kept steps {min(steps):.0f}--{max(steps):.0f}; "
             f"{sum(bool(r['plateaued']) for r in rows.values())} of {len(rows)} rows plateaued within "
             f"{p.encoders.max_steps} steps), the encoder axis spans {interval(kept['encoder_axis'], 2, unit='dB')}.")
     if LEARNED in rows:
@@ -132,25 +147,35 @@ def finding_text(p: config.Params, g: str, rows: dict[str, dict], c: dict) -> st
         parts.append(
             f"The learned encoder ({r['parameters'] / 1e6:.1f}M parameters, trained end to end from the image on the "
             f"same {r['faces_seen']:,} faces at learning rate {r['lr']:g}, chosen on the validation faces) reaches "
-            f"{pm(r['psnr'], r['psnr_std'], 2)}~dB ({seeds_phrase(r['n_seeds'])}); minus the "
-            f"{_label(rows, head)} bridge, per face: {interval(d, 2, unit='dB')}, "
-            f"{verdict(d, 'better', 'worse')}.")
+            f"{pm(r['psnr'], r['psnr_std'], 2)}~dB ({seeds_phrase(r['n_seeds'])}"
+            f"{'' if r['plateaued'] else f', its validation MSE still falling at the {p.encoders.max_steps:,}-step bound'}); "
+            f"minus the {_label(rows, head)} bridge, per face: {interval(d, 2, unit='dB')}, {verdict(d, 'better', 'worse')}"
+            + "".join(f"; at an equal {step:,} steps: {interval(e, 2, unit='dB')}, {verdict(e, 'better', 'worse')}"
+                      for step, e in c["learned_at"].items()) + ".")
     for name, d in c["fresh_vs_fixed"].items():
-        parts.append(f"Trained on fresh faces at every step ({rows[name]['faces_seen']:,} faces seen), "
+        parts.append(("\n\n" if name == next(iter(c["fresh_vs_fixed"])) else "") +
+                     f"Trained on fresh faces at every step ({rows[name]['faces_seen']:,} faces seen), "
                      f"{_label(rows, name.removeprefix(FRESH_PREFIX))} minus the same model on the fixed faces "
                      f"(seed{'s' if len(d['seeds']) != 1 else ''} {', '.join(map(str, d['seeds']))}, per face): "
                      f"{interval(d, 2, unit='dB')}, {verdict(d, 'better', 'worse')}.")
     rep = c["reproduces"]
-    said = [f"{what} bridges at step {r['steps']} (largest per-face PSNR difference {fmt(r['max_abs_psnr_difference'], 4)}~dB, "
+    said = [f"{what} bridges at step {r['steps']:,} (largest per-face PSNR difference {fmt(r['max_abs_psnr_difference'], 4)}~dB, "
             f"{seeds_phrase(r['n_seeds'])})" for what, r in (("the headline", rep.get("headline")),
                                                             ("the ablations' reference", rep.get("ablation"))) if r]
     if said:
-        parts.append(f"Check: the study's {_label(rows, head)} run reproduces " + " and ".join(said) + ".")
+        parts.append(f"\n\nCheck: the study's {_label(rows, head)} run reproduces " + " and ".join(said) + ".")
     nn = [f"{_label(rows, k)} {interval(d, 2, unit='dB')}" for k, d in c["vs_nearest_neighbour"].items()]
     if nn:
         parts.append("Each bridge minus retrieving the latent of the training face whose embedding is nearest by "
                      "cosine, per face: " + "; ".join(nn) + ".")
     return " ".join(parts)
+
+
+def brief(ci: dict) -> str:
+    """A paired difference in a word or three (the abstract's parentheses): better or worse only
+    where its interval excludes 0."""
+    return "better" if ci["excludes_zero"] and ci["mean"] > 0 else "worse" if ci["excludes_zero"] else \
+        "its interval includes 0"
 
 
 def short_name(encoder: str) -> str:
@@ -159,32 +184,30 @@ def short_name(encoder: str) -> str:
 
 
 def abstract_text(p: config.Params, c: dict) -> str:
-    """The abstract's answer, in numbers: the two axes' spans at the ablations' budget, which is the
-    larger lever (only where the interval of their difference excludes 0), what each axis adds over
-    the report's setup, and the learned encoder and fresh faces against the headline bridge."""
+    """The abstract's answer, in numbers: what a better encoder and a better bridge add over the
+    report's setup at the ablations' budget (which has more to give only where the interval of
+    their difference excludes 0), then the learned encoder and fresh faces against the headline
+    bridge. Intervals over the test faces, widened by the seeds' spread."""
     at = c["spans"].get(f"at_{p.ablate.steps}") or {}
-    parts = []
-    if at:
-        d = at["difference"]
-        parts.append(f"at {p.ablate.steps} training steps, swapping the encoder moves PSNR by "
-                     f"{interval(at['encoder_axis'], 1, unit='dB')} and the bridge's depth and width by "
-                     f"{interval(at['bridge_axis'], 1, unit='dB')} ({stats.CI_PERCENT}\\% intervals over the "
-                     f"{at['encoder_axis']['n_faces']} test faces; difference {interval(d, 1, unit='dB')}: "
-                     f"{verdict(d, 'the encoder is the larger lever', 'the bridge is the larger lever')})")
-        if "headroom_difference" in at:
-            parts.append(f"over the report's own setup, the best other encoder adds "
-                         f"{interval(at['encoder_headroom'], 1, unit='dB')} and the best other bridge "
-                         f"{interval(at['bridge_headroom'], 1, unit='dB')}")
     head = f"{short_name(c['headline_row'])} bridge"
+    parts = []
+    if "headroom_difference" in at:
+        d = at["headroom_difference"]
+        he, hb = at["encoder_headroom"], at["bridge_headroom"]
+        parts.append(f"at {p.ablate.steps} training steps, the best other encoder ({escape(label_of(he['best']))}) adds "
+                     f"{interval(he, 2, unit='dB')} PSNR to the report's setup and the best other depth or width of "
+                     f"the bridge ({escape(hb['best'])}) {interval(hb, 2, unit='dB')} ({stats.CI_PERCENT}\\% intervals "
+                     f"over the {he['n_faces']} test faces and the seeds; difference {interval(d, 2, unit='dB')}: "
+                     f"{verdict(d, 'the encoder, not the bridge, limits it', 'the bridge, not the encoder, limits it')})")
     if LEARNED in c["vs_headline"]:
         d = c["vs_headline"][LEARNED]
         parts.append(f"a CNN trained end to end from the image minus the {head}, per face: "
-                     f"{interval(d, 1, unit='dB')} ({verdict(d, 'better', 'worse')})")
+                     f"{interval(d, 2, unit='dB')} ({brief(d)})")
     fresh = [(k.removeprefix(FRESH_PREFIX), d) for k, d in c["fresh_vs_fixed"].items()]
     if fresh:
         parts.append("fresh faces at every step instead of the fixed ones: " + ", ".join(
             f"{'CNN' if k == LEARNED else head if k == c['headline_row'] else escape(k)} "
-            f"{interval(d, 1, unit='dB')}" for k, d in fresh))
+            f"{interval(d, 2, unit='dB')} ({brief(d)})" for k, d in fresh))
     return "; ".join(parts)
 
 
@@ -205,6 +228,20 @@ def encoders_text(names: list[str]) -> str:
     """The encoder rows of ``encoders.encoders`` in the paper's words, in params order, joined by
     semicolons (a sentence fragment for the method paragraph)."""
     return "; ".join(PHRASES.get(n) or escape(encoder_spec(n).label) for n in names)
+
+
+def figures_tex(generators: list[str]) -> str:
+    """``paper/generated/encoders_figures.tex``: the section's figure for each study generator
+    (the first is ``fig:encoders``)."""
+    return "% Generated by `dvc repro encoders` (src/clipbridge/stages/encoders.py). Do not edit.\n" + "".join(
+        "\\begin{figure}[t]\n\\centering\n% made by clipbridge.report.encoders.encoder_study\n"
+        f"\\includegraphics[width=\\linewidth]{{encoders/encoder_study_{g}.pdf}}\n"
+        f"\\caption{{Encoder study on \\texttt{{{escape(g)}}}. Left: each encoder's bridge PSNR on the test faces "
+        "(mean $\\pm$ std over seeds; open marker: nearest-neighbour retrieval) against the ridge probe's $R^2$; "
+        "lines: the learned encoder, the fresh-face rows and the strongest floor. Right: validation MSE of each "
+        "row's first seed; a tick marks the kept step.}\n"
+        f"\\label{{fig:encoders{'' if i == 0 else '-' + g}}}\n\\end{{figure}}\n"
+        for i, g in enumerate(generators))
 
 
 def tex(p: config.Params, table: list[dict], texts: dict[str, tuple[str, str]]) -> str:

@@ -17,7 +17,7 @@ The question's statistic: how far each axis moves PSNR at the ablations' step bu
 of an axis is its best row's mean PSNR minus its worst's, over the same test faces, with a
 bootstrap interval over the faces (the rows re-ranked in every resample). The encoder axis (every
 fixed-data row of the study) is set against the bridge axis (the depth and width ablation cells
-and the headline recipe, non-stalled seeds); the difference of the two spans gets the same
+and the headline recipe, non-stalled seeds, as the ``ablations`` stage committed them); the difference of the two spans gets the same
 interval. Each axis's headroom over the report's setup (its best other row minus the headline
 encoder, or minus the report's recipe) is computed the same way, the best re-chosen in every
 resample. Paired differences answer the rest: learned encoder against the headline encoder,
@@ -27,12 +27,14 @@ Outputs (committed): ``results/encoders/table.csv`` (one row per generator and r
 ``results/encoders/metrics.json`` (compact; the ``numbers`` stage copies it into the DVC metric
 ``results/headline.json``), ``results/encoders/comparisons.json`` (spans, paired differences, the
 check that the study's headline-encoder run reproduces the headline and ablation bridges),
-``results/figures/encoders/encoder_study_<generator>.pdf`` and ``paper/generated/encoders.tex``
-(the table, the settings and the generated text: :mod:`clipbridge.report.encoders`).
+``results/figures/encoders/encoder_study_<generator>.pdf``, ``paper/generated/encoders.tex``
+(the table, the settings and the generated text: :mod:`clipbridge.report.encoders`) and
+``paper/generated/encoders_figures.tex`` (the figure floats).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -44,18 +46,20 @@ from clipbridge.bridge.study import FRESH_PREFIX, LEARNED, nearest_latents, prob
 from clipbridge.bridge.train import target_latents
 from clipbridge.io import finite, from_uint8, read_csv, read_json, write_csv, write_json, write_text
 from clipbridge.models.bridge import to_ws
-from clipbridge.models.encoders import ENCODERS
-from clipbridge.report.encoders import abstract_text, encoder_study, finding_text, present, tex
+from clipbridge.report.encoders import abstract_text, encoder_study, figures_tex, finding_text, label_of, present, tex
 from clipbridge.report.figures import setup_style
 from clipbridge.stages import load_split, profile_metric, run
 from clipbridge.stages.ablate import result_file
-from clipbridge.stages.ablations import cell_rows, stalled
+from clipbridge.errors import BadValueError
+from clipbridge.stages.ablations import is_reference, stalled
 from clipbridge.stages.dataset import SPLITS
 from clipbridge.stages.evaluate import out_dir
 from clipbridge.stages.models import load_provenance
 
 OUT = paths.STUDY
 FIGURE_DIR = paths.FIGURES / "encoders"
+ABLATIONS_TABLE = paths.RESULTS / "ablations" / "table.csv"
+Z_CI = 1.959963984540054              # the normal quantile of a central stats.CI_PERCENT interval
 SHOWN = ("psnr", "ssim", "lpips", "identity")
 BRIDGE_AXES = ("depth", "width")      # ablation axes that change the bridge itself
 
@@ -66,13 +70,6 @@ def rows_of(cfg: config.Encoders) -> list[str]:
 
 def seeds_of(cfg: config.Encoders, row: str) -> list[int]:
     return cfg.fresh_seeds if row.startswith(FRESH_PREFIX) else cfg.seeds
-
-
-def label_of(row: str) -> str:
-    fresh = row.startswith(FRESH_PREFIX)
-    base = row[len(FRESH_PREFIX):] if fresh else row
-    name = "learned encoder (CNN, end to end)" if base == LEARNED else ENCODERS[base].label
-    return f"{name}, fresh faces" if fresh else name
 
 
 def nanmean(values) -> float:
@@ -113,6 +110,8 @@ def summarize_row(p: config.Params, generator: str, row: str, n_test: int) -> di
         faces = [face_matrix([x for x in r["at"] if int(x["step"]) == step], "psnr", n_test) for r in kept
                  if any(int(x["step"]) == step for x in r["at"])]
         out[f"psnr_at_{step}"] = float(np.nanmean(faces)) if faces else math.nan
+        out[f"psnr_at_{step}_std"] = seed_spread([float(np.nanmean(f)) for f in faces])["std"] if faces else math.nan
+        out[f"n_at_{step}"] = len(faces)
         out[f"face_psnr_at_{step}"] = np.nanmean(faces, axis=0) if faces else None
     out["per_seed"] = kept
     return out
@@ -129,6 +128,49 @@ def retrieval_and_probe(p: config.Params, G, generator: str, encoder: str, data:
     rows = scorer(synthesize(G, to_ws(G, nn, p.train.target), p.evaluate.batch))
     return {"probe_r2": probe["r2"], "probe_alpha": probe["alpha"], "nn_psnr": nanmean([r["psnr"] for r in rows]),
             "nn_face_psnr": face_matrix(rows, "psnr", len(rows))}
+
+
+def bridge_cells(p: config.Params, generator: str) -> list[dict]:
+    """The ablation cells of ``generator`` as the ``ablations`` stage committed them
+    (``results/ablations/table.csv``), each with ``face_psnr``: the per-face PSNR averaged over its
+    non-stalled seeds (``n_seeds``; their spread ``psnr_std``), read from the committed per-face
+    scores. The stalled seeds are the ``n_stalled`` seeds whose leaving-out gives the table's PSNR
+    (the mean of the other seeds' means), so this stage needs no training curve."""
+    rows = []
+    for row in read_csv(ABLATIONS_TABLE):
+        if row["generator"] != generator or row["cell"] not in p.ablate.cells:
+            continue
+        faces = [read_csv(result_file(row["cell"], s)) for s in p.ablate.seeds]
+        means = [float(np.mean([f["psnr"] for f in seed])) for seed in faces]
+        n = len(means) - int(row["n_stalled"])
+        options = [k for k in itertools.combinations(range(len(means)), n or len(means))
+                   if abs(np.mean([means[i] for i in k]) - float(row["psnr"])) < 1e-6]
+        if len(options) != 1:
+            raise BadValueError(f"{ABLATIONS_TABLE}: cell '{row['cell']}' does not match its per-face scores in "
+                                f"results/ablate (run `dvc repro ablations`)")
+        rows.append({"cell": row["cell"], "generator": generator, "psnr_std": float(row["psnr_std"]),
+                     "n_seeds": len(options[0]),
+                     "face_psnr": np.mean([[f["psnr"] for f in faces[i]] for i in options[0]], axis=0)})
+    return rows
+
+
+def seed_sd(*rows: tuple[float, int]) -> float:
+    """Training noise of a sum or difference of row means: each row ``(std over its seeds of the
+    per-seed mean, number of seeds averaged)`` adds ``std^2 / n`` to the variance; a row without a
+    finite std (one seed, or no training) adds nothing."""
+    return math.sqrt(sum(s * s / n for s, n in rows if n and math.isfinite(s)))
+
+
+def with_seed_noise(ci: dict, sd: float) -> dict:
+    """An interval over units (the test faces) widened by training noise: each side's half-width
+    and ``Z_CI * sd`` added in quadrature, ``sd`` the std over seeds of the same statistic
+    (:func:`seed_sd`). The faces-only interval stays as ``face_lo`` / ``face_hi``."""
+    if not (math.isfinite(sd) and math.isfinite(ci["mean"])):
+        return {**ci, "seed_sd": sd}
+    k = Z_CI * sd
+    lo, hi = ci["mean"] - math.hypot(ci["mean"] - ci["lo"], k), ci["mean"] + math.hypot(ci["hi"] - ci["mean"], k)
+    return {**ci, "face_lo": ci["lo"], "face_hi": ci["hi"], "lo": lo, "hi": hi, "seed_sd": sd,
+            "excludes_zero": bool(lo > 0 or hi < 0)}
 
 
 def public(d: dict) -> dict:
@@ -154,25 +196,34 @@ def axis_spans(p: config.Params, generator: str, rows: dict[str, dict], step: in
     long; None = the study's kept models, the bridge axis at the ablations' steps). Each axis's
     span (best row minus worst) and headroom over the report's setup (best row minus ``head`` on
     the encoder axis, minus the report's recipe on the bridge axis), and their differences."""
-    key = "face_psnr" if step is None else f"face_psnr_at_{step}"
+    key, sd_key, n_key = ("face_psnr", "psnr_std", "n_seeds") if step is None else \
+        (f"face_psnr_at_{step}", f"psnr_at_{step}_std", f"n_at_{step}")
     enc = {r: rows[r][key] for r in rows if not r.startswith(FRESH_PREFIX) and rows[r][key] is not None}
-    cells = [c for c in cell_rows(p) if c["generator"] == generator
-             and (c["cell"].split("-")[0] in BRIDGE_AXES or all(v is None for k, v in vars(p.ablate.cells[c["cell"]]).items()
-                                                              if k != "generator"))]
+    cells = [c for c in bridge_cells(p, generator)
+             if c["cell"].split("-")[0] in BRIDGE_AXES or is_reference(p, c["cell"])]
     bridge = {c["cell"]: c["face_psnr"] for c in cells}
     if len(enc) < 2 or len(bridge) < 2:
         return {}
+    noise = {**{r: (rows[r][sd_key], rows[r][n_key]) for r in enc}, **{c["cell"]: (c["psnr_std"], c["n_seeds"]) for c in cells}}
     w = stats.cluster_weights(len(next(iter(enc.values()))), p.evaluate.bootstrap,
                               np.random.default_rng([p.evaluate.seed, 23, step or 0]))
     a, b = stats.span(enc, w), stats.span(bridge, w)
-    out = {"step": step, "bridge_steps": p.ablate.steps, "encoder_axis": public(a), "bridge_axis": public(b),
-           "difference": stats.span_difference(a, b)}
+    sd = {"a": seed_sd(noise[a["best"]], noise[a["worst"]]), "b": seed_sd(noise[b["best"]], noise[b["worst"]])}
+    out = {"step": step, "bridge_steps": p.ablate.steps, "encoder_axis": noisy(a, sd["a"]),
+           "bridge_axis": noisy(b, sd["b"]),
+           "difference": with_seed_noise(stats.span_difference(a, b), math.hypot(sd["a"], sd["b"]))}
     report = [c for c in bridge if c.split("-")[0] not in BRIDGE_AXES]
     if head in enc and len(report) == 1:
         ha, hb = headroom(enc, head, w), headroom(bridge, report[0], w)
-        out.update(encoder_headroom=public(ha), bridge_headroom=public(hb),
-                   headroom_difference=stats.span_difference(ha, hb))
+        sd_ha, sd_hb = (seed_sd(noise[h["best"]], noise[h["reference"]]) for h in (ha, hb))
+        out.update(encoder_headroom=noisy(ha, sd_ha), bridge_headroom=noisy(hb, sd_hb),
+                   headroom_difference=with_seed_noise(stats.span_difference(ha, hb), math.hypot(sd_ha, sd_hb)))
     return out
+
+
+def noisy(ci: dict, sd: float) -> dict:
+    """A span or headroom without its bootstrap draws, its interval widened by training noise."""
+    return with_seed_noise(public(ci), sd)
 
 
 def evaluate_faces(generator: str) -> dict:
@@ -184,16 +235,25 @@ def evaluate_faces(generator: str) -> dict:
             "floor_psnr": face_values(rows, floor, "psnr", n), "ceiling_psnr": face_values(rows, ceiling, "psnr", n)}
 
 
-def paired(p: config.Params, a: np.ndarray, b: np.ndarray, salt: int) -> dict:
-    return stats.paired_difference(a, b, p.evaluate.bootstrap, np.random.default_rng([p.evaluate.seed, 23, salt]))
+def paired(p: config.Params, a: np.ndarray, b: np.ndarray, salt: int, sd: float = 0.0) -> dict:
+    """Per-face difference ``a - b`` with its interval over the faces, widened by the training
+    noise ``sd`` of the difference (:func:`clipbridge.seed_sd`)."""
+    return with_seed_noise(stats.paired_difference(a, b, p.evaluate.bootstrap,
+                                                         np.random.default_rng([p.evaluate.seed, 23, salt])), sd)
+
+
+def seed_noise(row: dict, like: dict | None = None, n: int | None = None) -> tuple[float, int]:
+    """``(std over seeds of the row's mean PSNR, seeds averaged)``; a one-seed row borrows the
+    spread of ``like`` (the same model on the fixed faces)."""
+    std = row["psnr_std"] if math.isfinite(row["psnr_std"]) or like is None else like["psnr_std"]
+    return std, n or row["n_seeds"]
 
 
 def reproduces(p: config.Params, generator: str, row: dict, ev: dict) -> dict:
     """Largest per-face PSNR difference between the study's run at ``train.steps`` / ``ablate.steps``
     and the headline / ablation bridge of the same seed: 0 when the study's runs are the same runs."""
     out = {}
-    ref_cell = next((c for c, v in p.ablate.cells.items() if v.generator == generator
-                     and all(x is None for k, x in vars(v).items() if k != "generator")), None)
+    ref_cell = next((c for c, v in p.ablate.cells.items() if v.generator == generator and is_reference(p, c)), None)
     for what, step in (("headline", p.train.steps), ("ablation", p.ablate.steps)):
         if step not in p.encoders.score_at:
             continue
@@ -222,7 +282,8 @@ def fresh_vs_fixed(p: config.Params, fresh: dict, fixed: dict, salt: int) -> dic
     if not seeds:
         return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "excludes_zero": False, "seeds": []}
     a, b = (np.nanmean([row["face_psnr_by_seed"][s] for s in seeds], axis=0) for row in (fresh, fixed))
-    return {**paired(p, a, b, salt), "seeds": seeds}
+    sd = seed_sd(seed_noise(fresh, fixed, len(seeds)), seed_noise(fixed, n=len(seeds)))
+    return {**paired(p, a, b, salt, sd), "seeds": seeds}
 
 
 def comparisons(p: config.Params, generator: str, rows: dict[str, dict], ev: dict) -> dict:
@@ -231,11 +292,20 @@ def comparisons(p: config.Params, generator: str, rows: dict[str, dict], ev: dic
     for step in p.encoders.score_at:
         if step == p.ablate.steps:
             out["spans"][f"at_{step}"] = axis_spans(p, generator, rows, step, head)
-    out["vs_headline"] = {r: paired(p, rows[r]["face_psnr"], rows[head]["face_psnr"], i)
+    out["vs_headline"] = {r: paired(p, rows[r]["face_psnr"], rows[head]["face_psnr"], i,
+                                    seed_sd(seed_noise(rows[r], rows.get(r.removeprefix(FRESH_PREFIX))),
+                                                  seed_noise(rows[head])))
                           for i, r in enumerate(rows) if r != head}
+    out["learned_at"] = {step: paired(p, rows[LEARNED][f"face_psnr_at_{step}"], rows[head][f"face_psnr_at_{step}"],
+                                      400 + step, seed_sd(*((r[f"psnr_at_{step}_std"], r[f"n_at_{step}"])
+                                                                  for r in (rows[LEARNED], rows[head]))))
+                         for step in p.encoders.score_at
+                         if step == p.train.steps and LEARNED in rows and rows[LEARNED][f"n_at_{step}"]
+                         and rows[head][f"n_at_{step}"]}
     out["fresh_vs_fixed"] = {r: fresh_vs_fixed(p, rows[r], rows[r[len(FRESH_PREFIX):]], 100 + i)
                              for i, r in enumerate(rows) if r.startswith(FRESH_PREFIX)}
-    out["vs_nearest_neighbour"] = {r: paired(p, rows[r]["face_psnr"], rows[r]["nn_face_psnr"], 200 + i)
+    out["vs_nearest_neighbour"] = {r: paired(p, rows[r]["face_psnr"], rows[r]["nn_face_psnr"], 200 + i,
+                                             seed_sd(seed_noise(rows[r])))
                                    for i, r in enumerate(rows) if rows[r].get("nn_face_psnr") is not None}
     out["reproduces"] = reproduces(p, generator, rows[head], ev)
     return out
@@ -301,6 +371,7 @@ def main(p: config.Params) -> None:
     write_json(OUT / "comparisons.json", finite(comps))
     write_json(OUT / "metrics.json", finite(compact(table, comps), digits=6))
     write_text(paths.GENERATED / "encoders.tex", tex(p, table, texts))
+    write_text(paths.GENERATED / "encoders_figures.tex", figures_tex(cfg.generators))
 
 
 if __name__ == "__main__":
