@@ -18,11 +18,10 @@ import time
 import torch
 
 from clipbridge import config, registry
-from clipbridge.bridge.study import FreshFaces
+from clipbridge.bridge.study import FreshFaces, learned_model
 from clipbridge.bridge.train import build_bridge, target_latents, train
 from clipbridge.io import from_uint8, to_uint8
 from clipbridge.models.encoders import build_encoder, embed
-from clipbridge.bridge.study import learned_model
 
 
 @torch.no_grad()

@@ -57,6 +57,8 @@ def test_report_setup_runs_and_its_paper_builds(tmp_path, repo_root):
                              "target-wplus": {"generator": GENERATOR, "target": "w+"}}},
         # the report's four groups of W+ on the 14 style vectors of a 256 px StyleGAN2
         "edits": {"groups": {GENERATOR: {"ws0-4": [0, 4], "ws4-8": [4, 8], "ws8-12": [8, 12], "ws12-14": [12, 14]}}},
+        # the encoder study on the report's generator (the offline CLIP is not in this profile)
+        "encoders": {"generators": [GENERATOR], "encoders": ["pixels-16"], "fresh": ["pixels-16"]},
     })
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
@@ -69,6 +71,8 @@ def test_report_setup_runs_and_its_paper_builds(tmp_path, repo_root):
     assert "\\OfflineClipfalse" in numbers and "\\OfflineProfilefalse" in numbers
     figures = (root / "paper/generated/bridge_figures.tex").read_text()
     assert f"speed_quality_{GENERATOR}.pdf" in figures and "dcgan64" not in figures
+    study = (root / "paper/generated/encoders.tex").read_text()
+    assert GENERATOR in study and "dcgan64" not in study
     latex = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
                            cwd=root / "paper", env=env, capture_output=True, text=True)
     log = (root / "paper/main.log").read_text(errors="replace")

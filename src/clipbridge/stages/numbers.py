@@ -442,6 +442,7 @@ def headline(p: config.Params, evs: dict[str, dict], clip: dict, distill: dict) 
         edits = read_json(paths.RESULTS / "edits" / g / "metrics.json")
         out[f"edits_{g}"] = {claim: v["verdict"] for claim, v in edits["verdicts"].items()}
     out["ablations_psnr"] = {r["cell"]: r["psnr"] for r in read_csv(paths.RESULTS / "ablations" / "table.csv")}
+    out["encoders"] = read_json(paths.STUDY / "metrics.json")
     return finite(out)
 
 
