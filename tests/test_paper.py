@@ -163,3 +163,13 @@ def test_findings_answer_both_questions_from_the_numbers(monkeypatch):
     assert "all 256 test faces" in text and "1.50~dB [1.20, 1.80]" in text and "30 [25, 35]\\%" in text
     assert "Of the 2 ablation cells, 1 beat" in text and "1 fall below" in text and "width-4096" in text
     assert "1 of 2 on \\texttt{dcgan64} and 1 of 2 on \\texttt{sg2-64} (a student 21.84~dB" in text
+
+
+def test_cost_of_optimizing_every_test_face_is_computed_from_the_measured_time():
+    from clipbridge.stages.numbers import opt_cost_text
+
+    ev = {"methods": {"opt_w": {"ms_per_image": 30000.0}}, "comparison": {"ceiling": "opt_w"}, "n_test": 100,
+          "n_opt": 10, "w_label": "z", "device": "CPU (x86_64, 2 threads)"}
+    text = opt_cost_text({"dcgan64": ev})
+    assert text.startswith("about 50~min for all 100 test faces of \\texttt{dcgan64} (against 5~min for its 10;")
+    assert "CPU (x86\\_64, 2 threads)" in text

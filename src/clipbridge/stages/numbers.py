@@ -446,6 +446,17 @@ def headline(p: config.Params, evs: dict[str, dict], clip: dict, distill: dict) 
     return finite(out)
 
 
+def opt_cost_text(evs: dict[str, dict]) -> str:
+    """What the ceiling's optimization would cost on every test face instead of the first
+    ``n_opt``: its measured time per face times the faces, per generator."""
+    def minutes(ev: dict, n: int) -> str:
+        return fmt(ev["methods"][ev["comparison"]["ceiling"]]["ms_per_image"] * n / 60000.0, 0)
+    return sections.listing([f"about {minutes(ev, ev['n_test'])}~min for all {ev['n_test']} test faces of "
+                             f"{sections.tt(g)} (against {minutes(ev, ev['n_opt'])}~min for its {ev['n_opt']}; "
+                             f"{escape(method_label(ev['comparison']['ceiling'], ev['w_label']))} on {escape(ev['device'])})"
+                             for g, ev in evs.items()])
+
+
 def main(p: config.Params) -> None:
     from clipbridge.stages.evaluate import out_dir
     from clipbridge.stages.models import load_provenance
@@ -466,6 +477,7 @@ def main(p: config.Params) -> None:
         photos_paragraph(g, read_json(paths.RESULTS / "photos" / g / "metrics.json")) for g in p.generators)))
     parts.append(macro("AbstractResult", abstract_result(p.headline, evs[p.headline])))
     parts.append(macro("FindingsText", findings(p, evs, ablation_rows, distill)))
+    parts.append(macro("OptAllFacesText", opt_cost_text(evs)))
     parts.append(macro("BridgeResultsText", "\n".join(bridge_paragraph(g, evs[g]) for g in p.generators)))
     parts.append(macro("AttributeResultsText", "\n".join(attribute_paragraph(g, evs[g]) for g in p.generators)))
     clip = read_json(paths.RESULTS / "clip" / "metrics.json")
