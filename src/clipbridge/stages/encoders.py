@@ -311,10 +311,15 @@ def comparisons(p: config.Params, generator: str, rows: dict[str, dict], ev: dic
     return out
 
 
-def table_row(p: config.Params, row: dict, ev: dict, salt: int) -> dict:
+def table_row(p: config.Params, row: dict, ev: dict, salt: int, like: dict | None = None) -> dict:
+    """One row of the table; its gap closed has an interval over the optimization faces widened by
+    the row's spread over seeds (in units of the gap; ``like``: the fixed row a one-seed row borrows
+    its spread from)."""
     n = ev["n_opt"]
     gap = stats.gap_closed(row["face_psnr"][:n], ev["floor_psnr"], ev["ceiling_psnr"], p.evaluate.bootstrap,
                            np.random.default_rng([p.evaluate.seed, 23, 300 + salt]))
+    width = float(np.nanmean(ev["ceiling_psnr"]) - np.nanmean(ev["floor_psnr"]))
+    gap = with_seed_noise(gap, seed_sd(seed_noise(row, like)) / width if width > 0 else math.nan)
     keep = ("generator", "row", "label", "n_seeds", "n_stalled", "stalled_psnr", "best_step", "steps_run", "plateaued",
             "lr", "faces_seen", *SHOWN, *(f"{k}_std" for k in SHOWN),
             *(f"psnr_at_{s}" for s in p.encoders.score_at), "probe_r2", "probe_alpha", "nn_psnr")
@@ -364,7 +369,7 @@ def main(p: config.Params) -> None:
             rows[enc].update(retrieval_and_probe(p, G, generator, enc, data, scorer))
         comps[generator] = comparisons(p, generator, rows, ev)
         texts[generator] = (finding_text(p, generator, rows, comps[generator]), abstract_text(p, comps[generator]))
-        mine = [table_row(p, rows[r], ev, i) for i, r in enumerate(rows)]
+        mine = [table_row(p, rows[r], ev, i, rows.get(r.removeprefix(FRESH_PREFIX))) for i, r in enumerate(rows)]
         figure(p, generator, mine, ev)
         table += mine
     write_csv(OUT / "table.csv", [finite(r) for r in table])
