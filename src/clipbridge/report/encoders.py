@@ -45,7 +45,7 @@ def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple
     ``table``: one generator's rows of results/encoders/table.csv; ``curves``: row -> curve rows
     ``{step, val_rgb}``; ``floor``: (name, PSNR on the same test faces)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.0, 2.7))
-    points = [r for r in table if _finite(r.get("probe_r2")) and not r["row"].startswith("fresh-")]
+    points = [r for r in table if _finite(r.get("probe_r2")) and not r["row"].startswith(FRESH_PREFIX)]
     for i, r in enumerate(points):
         c = PALETTE[i % len(PALETTE)]
         ax.errorbar(r["probe_r2"], r["psnr"], yerr=r["psnr_std"] if _finite(r["psnr_std"]) else None,
