@@ -31,10 +31,6 @@ def label_of(row: str) -> str:
     return f"{name}, fresh faces" if fresh else name
 
 
-def _finite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
-
-
 def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple[str, float], out: Path,
                   title: str) -> None:
     """Left: reconstruction PSNR of each embedding encoder's bridge (mean +- std over seeds) against
@@ -45,13 +41,13 @@ def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple
     ``table``: one generator's rows of results/encoders/table.csv; ``curves``: row -> curve rows
     ``{step, val_rgb}``; ``floor``: (name, PSNR on the same test faces)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.0, 2.7))
-    points = [r for r in table if _finite(r.get("probe_r2")) and not r["row"].startswith(FRESH_PREFIX)]
+    points = [r for r in table if present(r.get("probe_r2")) is not None and not r["row"].startswith(FRESH_PREFIX)]
     for i, r in enumerate(points):
         c = PALETTE[i % len(PALETTE)]
-        ax.errorbar(r["probe_r2"], r["psnr"], yerr=r["psnr_std"] if _finite(r["psnr_std"]) else None,
+        ax.errorbar(r["probe_r2"], r["psnr"], yerr=present(r["psnr_std"]),
                     fmt="o", color=c, capsize=3, label=r["row"])
         ax.plot(r["probe_r2"], r["nn_psnr"], marker="o", mfc="none", color=c, ls="none")
-    lines = [(r["row"], r["psnr"]) for r in table if not _finite(r.get("probe_r2"))] + [(f"floor: {floor[0]}", floor[1])]
+    lines = [(r["row"], r["psnr"]) for r in table if not present(r.get("probe_r2")) is not None] + [(f"floor: {floor[0]}", floor[1])]
     for j, (name, value) in enumerate(lines):
         ax.axhline(value, ls="--" if j < len(lines) - 1 else ":", lw=1, color="0.3" if j == len(lines) - 1 else
                    PALETTE[(len(points) + j) % len(PALETTE)], label=name)
@@ -174,8 +170,7 @@ def finding_text(p: config.Params, g: str, rows: dict[str, dict], c: dict) -> st
 def brief(ci: dict) -> str:
     """A paired difference in a word or three (the abstract's parentheses): better or worse only
     where its interval excludes 0."""
-    return "better" if ci["excludes_zero"] and ci["mean"] > 0 else "worse" if ci["excludes_zero"] else \
-        "its interval includes 0"
+    return verdict(ci, "better", "worse") if ci["excludes_zero"] else "its interval includes 0"
 
 
 def short_name(encoder: str) -> str:

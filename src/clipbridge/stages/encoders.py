@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ from clipbridge.stages.models import load_provenance
 OUT = paths.STUDY
 FIGURE_DIR = paths.FIGURES / "encoders"
 ABLATIONS_TABLE = paths.RESULTS / "ablations" / "table.csv"
-Z_CI = 1.959963984540054              # the normal quantile of a central stats.CI_PERCENT interval
+Z_CI = NormalDist().inv_cdf(0.5 + stats.CI_PERCENT / 200)   # normal quantile of a central CI_PERCENT interval
 SHOWN = ("psnr", "ssim", "lpips", "identity")
 BRIDGE_AXES = ("depth", "width")      # ablation axes that change the bridge itself
 
@@ -118,10 +119,10 @@ def summarize_row(p: config.Params, generator: str, row: str, n_test: int) -> di
 
 
 @torch.no_grad()
-def retrieval_and_probe(p: config.Params, G, generator: str, encoder: str, data: dict, scorer: Scorer) -> dict:
-    """Ridge probe R^2 and nearest-neighbour reconstruction of one embedding encoder."""
+def retrieval_and_probe(p: config.Params, G, generator: str, encoder: str, lat: dict, scorer: Scorer) -> dict:
+    """Ridge probe R^2 and nearest-neighbour reconstruction of one embedding encoder (``lat``: each
+    split's target latents)."""
     emb = torch.load(paths.embedding_file(generator, encoder), map_location="cpu", weights_only=True)
-    lat = {s: target_latents(G, data[s], p.train.target) for s in SPLITS}
     probe = probe_r2({s: emb[s] for s in SPLITS}, {s: lat[s].reshape(len(lat[s]), -1) for s in SPLITS},
                      p.encoders.probe_alpha)
     nn = nearest_latents(emb["train"], emb["test"], lat["train"]).to(p.device)
@@ -296,12 +297,11 @@ def comparisons(p: config.Params, generator: str, rows: dict[str, dict], ev: dic
                                     seed_sd(seed_noise(rows[r], rows.get(r.removeprefix(FRESH_PREFIX))),
                                                   seed_noise(rows[head])))
                           for i, r in enumerate(rows) if r != head}
-    out["learned_at"] = {step: paired(p, rows[LEARNED][f"face_psnr_at_{step}"], rows[head][f"face_psnr_at_{step}"],
-                                      400 + step, seed_sd(*((r[f"psnr_at_{step}_std"], r[f"n_at_{step}"])
-                                                                  for r in (rows[LEARNED], rows[head]))))
-                         for step in p.encoders.score_at
-                         if step == p.train.steps and LEARNED in rows and rows[LEARNED][f"n_at_{step}"]
-                         and rows[head][f"n_at_{step}"]}
+    step, pair = p.train.steps, (rows.get(LEARNED), rows[head])     # the learned encoder at the headline's steps
+    out["learned_at"] = {}
+    if step in p.encoders.score_at and pair[0] is not None and all(r[f"n_at_{step}"] for r in pair):
+        out["learned_at"][step] = paired(p, *(r[f"face_psnr_at_{step}"] for r in pair), 400 + step,
+                                         seed_sd(*((r[f"psnr_at_{step}_std"], r[f"n_at_{step}"]) for r in pair)))
     out["fresh_vs_fixed"] = {r: fresh_vs_fixed(p, rows[r], rows[r[len(FRESH_PREFIX):]], 100 + i)
                              for i, r in enumerate(rows) if r.startswith(FRESH_PREFIX)}
     out["vs_nearest_neighbour"] = {r: paired(p, rows[r]["face_psnr"], rows[r]["nn_face_psnr"], 200 + i,
@@ -365,8 +365,9 @@ def main(p: config.Params) -> None:
         scorer = Scorer(targets, metric, p.evaluate.batch, attributes=False)
         ev = evaluate_faces(generator)
         rows = {r: summarize_row(p, generator, r, len(targets)) for r in rows_of(cfg)}
+        lat = {s: target_latents(G, data[s], p.train.target) for s in SPLITS}   # shared by every encoder
         for enc in cfg.encoders:
-            rows[enc].update(retrieval_and_probe(p, G, generator, enc, data, scorer))
+            rows[enc].update(retrieval_and_probe(p, G, generator, enc, lat, scorer))
         comps[generator] = comparisons(p, generator, rows, ev)
         texts[generator] = (finding_text(p, generator, rows, comps[generator]), abstract_text(p, comps[generator]))
         mine = [table_row(p, rows[r], ev, i, rows.get(r.removeprefix(FRESH_PREFIX))) for i, r in enumerate(rows)]
