@@ -52,3 +52,23 @@ def test_fresh_clone_pulls_the_shared_cache_and_has_nothing_to_rerun(tmp_path, s
     assert "Running stage" not in repro, repro
     assert _git(["status", "--porcelain"], clone, clone_env) == ""   # nothing rewritten
     assert os.listdir(remote)
+
+
+def test_fresh_clone_without_the_cache_has_nothing_to_rerun_under_allow_missing(tmp_path, smoke_repo):
+    """`make repro` on a fresh clone (no remote, no cache): `dvc repro --allow-missing` skips every
+    stage whose recorded inputs are unchanged and only lacks its cached outputs, rewrites no
+    committed file, and the clone's dvc.lock records every input as its maker's output."""
+    from clipbridge.verify import lock_mismatches
+
+    origin, env = smoke_repo
+    _git(["add", "-A"], origin, env)
+    _git(["commit", "-q", "--allow-empty", "-m", "smoke pipeline"], origin, env)
+    clone = tmp_path / "fresh"
+    _git(["clone", "-q", str(origin), str(clone)], tmp_path, env)
+    clone_env = {**env, "PYTHONPATH": str(clone / "src")}
+    assert not _cached_files(clone)
+    assert lock_mismatches((clone / "dvc.lock").read_text()) == {}
+    repro = _ok(dvc(["repro", "--allow-missing"], clone, clone_env))
+    assert "Running stage" not in repro and "didn't change, skipping" in repro, repro
+    assert _git(["status", "--porcelain"], clone, clone_env) == ""
+    assert not _cached_files(clone)                           # nothing rebuilt

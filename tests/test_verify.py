@@ -15,9 +15,30 @@ def _repo(tmp_path, env):
                "ms_per_image": 6.7, "per_face": [17.0, 19.5]}
     (tmp_path / "results" / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "results" / "evaluate" / "per_image.csv").write_text("index,psnr,lpips\n0,17.0,0.05\n1,19.5,0.04\n")
+    (tmp_path / "dvc.lock").write_text(LOCK.format(train_dep="aa.dir"))
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "results"]):
         subprocess.run(["git", *cmd], cwd=tmp_path, env=env, check=True)
     return metrics
+
+
+LOCK = """schema: '2.0'
+stages:
+  dataset:
+    cmd: python -m make_faces
+    outs:
+    - path: data/dataset
+      md5: aa.dir
+  train:
+    cmd: python -m train
+    deps:
+    - path: data/dataset
+      md5: {train_dep}
+    - path: src/train.py
+      md5: cc
+    outs:
+    - path: data/bridge.pt
+      md5: dd
+"""
 
 
 def _rewrite(tmp_path, **changes):
@@ -55,3 +76,16 @@ def test_tolerances_by_key():
     assert verify.close("lpips_sem", 0.1, 0.104) and not verify.close("ssim", 0.5, 0.506)
     assert not verify.close("gap_closed", 0.44, 0.4401)     # other floats: relative 1e-4
     assert verify.is_timing("train_seconds") and not verify.is_timing("psnr")
+
+
+def test_verify_fails_when_a_stage_recorded_another_version_of_its_input(tmp_path, capsys):
+    """A stage that ran on an older dataset than the one dvc.lock says the dataset stage made: a
+    fresh clone's `dvc repro --allow-missing` would re-run it, so the lock check misses."""
+    assert verify.lock_mismatches(LOCK.format(train_dep="aa.dir")) == {}
+    assert verify.lock_mismatches(LOCK.format(train_dep="old.dir")) == {"data/dataset": ["train"]}
+    env = {**os.environ, **GIT_IDENTITY}
+    _repo(tmp_path, env)
+    (tmp_path / "dvc.lock").write_text(LOCK.format(train_dep="old.dir"))
+    assert verify.main(["--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "stale  data/dataset: recorded by 1 stage(s)" in out and "1 stage inputs differ" in out

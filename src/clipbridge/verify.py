@@ -10,8 +10,14 @@ version in a git revision (default ``HEAD``), value by value, within stated tole
 - wall times and devices (:data:`TIMING_KEYS`): reported, never compared, since a rerun on another
   machine or under another load cannot match them.
 
-Prints one line per file (``ok`` / ``MISS`` with the first differences / ``new`` / ``missing``) and
-a summary, and exits 1 when any value or file misses. ``python -m clipbridge.verify [--rev REV]``.
+Then checks that ``dvc.lock`` is consistent: every input a stage records that another stage makes
+carries the hash that stage's recorded output has. Only then does ``make repro`` (``dvc repro
+--allow-missing``) on a fresh clone skip the stages whose cached outputs it lacks, instead of
+re-running every stage downstream of an intermediate made twice.
+
+Prints one line per file (``ok`` / ``MISS`` with the first differences / ``new`` / ``missing``),
+the stages that recorded an input other than its maker's output, and a summary; exits 1 when any
+value or file misses or the lock is inconsistent. ``python -m clipbridge.verify [--rev REV]``.
 """
 
 from __future__ import annotations
@@ -130,6 +136,22 @@ def verify(root: Path, rev: str = "HEAD") -> tuple[list[tuple[str, str, list[str
     return report, total, skipped
 
 
+def lock_mismatches(lock_text: str) -> dict[str, list[str]]:
+    """``{path: [stages]}``: the stages whose recorded input ``path`` has another hash than the
+    output ``path`` recorded for the stage that makes it (exact paths: a directory input that
+    holds several stages' outputs, like ``data/dataset``, is not compared)."""
+    import yaml
+
+    stages = yaml.safe_load(lock_text)["stages"]
+    made = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])}
+    stale: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            if dep["path"] in made and dep.get("md5") != made[dep["path"]]:
+                stale.setdefault(dep["path"], []).append(name)
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     tols = ", ".join(f"{p} {t:g}" for p, t in TOLERANCES)
     print(f"{len(report) - len(bad)} of {len(report)} result files match {args.rev} ({total} values compared; "
           f"tolerances: {tols}, other floats relative {DEFAULT_RELATIVE:g}; {skipped} timing values not compared)")
-    return 1 if bad else 0
+    stale = lock_mismatches((args.root / "dvc.lock").read_text())
+    for path, names in sorted(stale.items()):
+        print(f"  stale  {path}: recorded by {len(names)} stage(s) with another hash than its maker's "
+              f"({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})")
+    print("dvc.lock: every recorded input is its maker's recorded output" if not stale else
+          f"dvc.lock: {sum(map(len, stale.values()))} stage inputs differ from their makers' outputs "
+          "(those stages ran on an older version of the input; `dvc repro` re-runs them)")
+    return 1 if bad or stale else 0
 
 
 if __name__ == "__main__":
