@@ -3,9 +3,14 @@
 Renders the first ``--faces`` test faces of a generator from their stored ``ws`` and computes the
 offline CLIP's embeddings of them, in float32 (as the ``dataset`` stage does) and in float64 (then
 rounded to uint8 / float32), under several of PyTorch's CPU code paths on this machine
-(``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``, each in a subprocess), and prints one MD5
+(``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``, each in a subprocess), and prints one MD5
 digest per path and precision with the seconds it took. Equal digests across paths mean the bytes
 do not depend on the CPU's instruction set. Prints figures; asserts nothing.
+
+Measured in session 12 (AMD EPYC, AVX-512): ``dcgan64`` float64 digests agree in all four modes,
+float32 ones differ in three; ``sg2-64`` float64 digests differ as well, because
+``models/stylegan2.py`` (like NVlabs' code) casts the latents and activations to float32 whatever
+the input's dtype, so float64 rendering of the student needs it to follow the input's dtype.
 
 Needs the pipeline's ``data/models`` and ``data/dataset/<generator>`` (``dvc repro dataset@dcgan64``).
 ``PYTHONPATH=src python benchmarks/cpu_determinism.py [--generator dcgan64] [--faces 256]``
@@ -25,6 +30,7 @@ MODES = {  # name -> environment of the subprocess
     "default": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "sse4.1": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "mkl-avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},   # the BLAS's own dispatch (float64 matmuls)
 }
 
 

@@ -74,6 +74,16 @@ def test_committed_files_are_the_ones_dvc_lock_records(repo_root):
     assert not stale, f"files that differ from dvc.lock (run dvc repro / dvc commit): {sorted(set(stale))}"
 
 
+def test_every_input_dvc_lock_records_is_its_makers_output(repo_root):
+    """The committed dvc.lock is consistent: each stage recorded, for every input another stage
+    makes, the hash that stage's recorded output has. Otherwise a fresh clone's `make repro`
+    (`dvc repro --allow-missing`) re-runs the stages that ran on another version of an input."""
+    from clipbridge.verify import lock_mismatches
+
+    stale = lock_mismatches((Path(repo_root) / "dvc.lock").read_text())
+    assert not stale, f"stages that recorded another version of an input: {stale}"
+
+
 def test_clip_sentences_say_what_the_numbers_say():
     from clipbridge.stages.numbers import clip_run_tex
 
