@@ -47,7 +47,7 @@ def encoder_study(table: list[dict], curves: dict[str, list[dict]], floor: tuple
         ax.errorbar(r["probe_r2"], r["psnr"], yerr=present(r["psnr_std"]),
                     fmt="o", color=c, capsize=3, label=r["row"])
         ax.plot(r["probe_r2"], r["nn_psnr"], marker="o", mfc="none", color=c, ls="none")
-    lines = [(r["row"], r["psnr"]) for r in table if not present(r.get("probe_r2")) is not None] + [(f"floor: {floor[0]}", floor[1])]
+    lines = [(r["row"], r["psnr"]) for r in table if present(r.get("probe_r2")) is None] + [(f"floor: {floor[0]}", floor[1])]
     for j, (name, value) in enumerate(lines):
         ax.axhline(value, ls="--" if j < len(lines) - 1 else ":", lw=1, color="0.3" if j == len(lines) - 1 else
                    PALETTE[(len(points) + j) % len(PALETTE)], label=name)

@@ -45,13 +45,13 @@ from clipbridge import config, paths, registry, stats
 from clipbridge.bridge.evaluate import Scorer, face_values, synthesize
 from clipbridge.bridge.study import FRESH_PREFIX, LEARNED, nearest_latents, probe_r2, seed_spread
 from clipbridge.bridge.train import target_latents
+from clipbridge.errors import BadValueError
 from clipbridge.io import finite, from_uint8, read_csv, read_json, write_csv, write_json, write_text
 from clipbridge.models.bridge import to_ws
 from clipbridge.report.encoders import abstract_text, encoder_study, figures_tex, finding_text, label_of, present, tex
 from clipbridge.report.figures import setup_style
 from clipbridge.stages import load_split, profile_metric, run
 from clipbridge.stages.ablate import result_file
-from clipbridge.errors import BadValueError
 from clipbridge.stages.ablations import is_reference, stalled
 from clipbridge.stages.dataset import SPLITS
 from clipbridge.stages.evaluate import out_dir
@@ -238,7 +238,7 @@ def evaluate_faces(generator: str) -> dict:
 
 def paired(p: config.Params, a: np.ndarray, b: np.ndarray, salt: int, sd: float = 0.0) -> dict:
     """Per-face difference ``a - b`` with its interval over the faces, widened by the training
-    noise ``sd`` of the difference (:func:`clipbridge.seed_sd`)."""
+    noise ``sd`` of the difference (:func:`seed_sd`)."""
     return with_seed_noise(stats.paired_difference(a, b, p.evaluate.bootstrap,
                                                          np.random.default_rng([p.evaluate.seed, 23, salt])), sd)
 
